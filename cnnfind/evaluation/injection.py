@@ -172,7 +172,12 @@ def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
 
 def _finder_xy(finder, data, mask):
     """Run a finder and return its positions, whatever it returns."""
-    result = finder(data) if mask is None else finder(data, mask=mask)
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    with warnings.catch_warnings():
+        # Finding nothing (e.g. in the image before injection) is fine.
+        warnings.simplefilter('ignore', NoDetectionsWarning)
+        result = finder(data) if mask is None else finder(data, mask=mask)
     if result is None or hasattr(result, 'colnames'):
         return _table_xy(result)
     # A tuple such as the (x, y, score, seconds) of the peer wrappers.

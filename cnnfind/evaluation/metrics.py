@@ -23,8 +23,7 @@ import numpy as np
 from astropy.table import QTable
 
 from cnnfind.evaluation._tables import _as_float_arrays, _check_pair
-from cnnfind.evaluation.matching import (_match_in_priority_order,
-                                         match_sources)
+from cnnfind.evaluation.matching import _match_in_priority_order, match_sources
 
 __all__ = ['scoring_mask', 'detection_scores', 'threshold_sweep',
            'best_f1', 'completeness_at_purity', 'completeness_per_bin']

@@ -275,8 +275,7 @@ def run_sourcefinder(data, fwhm, threshold=1.0, *, mask=None, n_pixels=5,
     """
     from astropy.convolution import convolve
     from photutils.background import Background2D
-    from photutils.segmentation import (SourceCatalog, SourceFinder,
-                                        make_2dgaussian_kernel)
+    from photutils.segmentation import SourceCatalog, SourceFinder, make_2dgaussian_kernel
     from scipy import ndimage
 
     t0 = time.perf_counter()
@@ -514,6 +513,12 @@ def run_sextractor(data, fwhm, threshold=1.0, *, mask=None, minarea=5,
                'sextractor on the PATH); install it, e.g. '
                '`apt-get install source-extractor`')
         raise FileNotFoundError(msg)
+    if not os.access(exe, os.X_OK):
+        exe_path = shutil.which(exe)
+        if exe_path is None:
+            msg = f'SExtractor executable {exe!r} not found'
+            raise FileNotFoundError(msg)
+        exe = exe_path
     t0 = time.perf_counter()
     data = np.asarray(data, dtype=np.float32)
     valid = valid_pixel_mask(data, mask)

@@ -62,8 +62,7 @@ def plot_detections(image, table, ax=None, truth=None, *, radius=None,
     >>> len(ax.patches)
     1
     """
-    from astropy.visualization import (AsinhStretch, ImageNormalize,
-                                       ZScaleInterval)
+    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.patches import Circle
 
     ax = _axes(ax)
