@@ -1,0 +1,537 @@
+"""
+CNNStarFinder: a drop-in replacement for DAOStarFinder driven by a
+fully convolutional centre-heatmap network.
+"""
+
+import warnings
+
+import astropy.units as u
+import numpy as np
+from astropy.nddata import NDData
+from astropy.utils.decorators import deprecated_renamed_argument
+from astropy.utils.exceptions import AstropyDeprecationWarning
+from photutils.detection import StarFinderBase
+from photutils.utils.exceptions import NoDetectionsWarning
+from scipy import ndimage
+
+from cnnfind.detection._kernel import _DAOKernel
+from cnnfind.detection._measure import (_dao_columns, _ellipse_coeffs,
+                                        _fit_sources, _neighbour_stamps,
+                                        _render_models)
+from cnnfind.detection.catalog import _CNNStarFinderCatalog
+from cnnfind.exceptions import CNNFindWarning
+from cnnfind.runtime.normalize import (normalize_image, robust_sky_noise,
+                                       valid_pixel_mask)
+from cnnfind.runtime.registry import load_model
+from cnnfind.runtime.session import get_session
+from cnnfind.runtime.tiling import run_tiled
+
+__all__ = ['CNNStarFinder']
+
+
+class _Unset:
+    """Sentinel for deprecated arguments that were not given."""
+
+    def __repr__(self):
+        return '<unset>'
+
+
+_UNSET = _Unset()
+
+_CARD_KEYS = ('normalization', 'size_multiple', 'halo')
+
+
+def _none_found():
+    """photutils' answer when nothing is found."""
+    warnings.warn('No sources were found.', NoDetectionsWarning, stacklevel=3)
+
+
+def _merge_range(lower, upper, new, old_prefix, new_name):
+    """Fold deprecated ``*lo``/``*hi`` arguments into a range."""
+    if lower is _UNSET and upper is _UNSET:
+        return new
+    warnings.warn(f'"{old_prefix}lo" and "{old_prefix}hi" are deprecated '
+                  f'(as in photutils 3.0); use "{new_name}=(lower, upper)" '
+                  'instead.', AstropyDeprecationWarning, stacklevel=3)
+    base = new if new is not None else (-np.inf, np.inf)
+    return (base[0] if lower is _UNSET else lower,
+            base[1] if upper is _UNSET else upper)
+
+
+def _check_range(value, name):
+    if value is None:
+        return None
+    if np.ndim(value) != 1 or np.size(value) != 2:
+        msg = f'{name} must be a 2-element (lower, upper) tuple or None'
+        raise ValueError(msg)
+    return tuple(float(v) for v in value)
+
+
+def _unpack_data(data, mask):
+    """Plain float array, combined mask and unit from any input type."""
+    unit = None
+    if isinstance(data, NDData):
+        if data.mask is not None:
+            mask = data.mask if mask is None else (np.asarray(mask)
+                                                   | data.mask)
+        unit = data.unit
+        data = data.data
+    if isinstance(data, u.Quantity):
+        unit = data.unit
+        data = data.value
+    if isinstance(data, np.ma.MaskedArray):
+        m = np.ma.getmaskarray(data)
+        mask = m if mask is None else (np.asarray(mask, bool) | m)
+        data = data.filled(np.nan)
+    data = np.asarray(data)
+    if data.ndim != 2:
+        msg = f'data must be a 2D image, got an array of shape {data.shape}'
+        raise ValueError(msg)
+    if not (np.issubdtype(data.dtype, np.number)
+            or data.dtype == bool) or np.iscomplexobj(data):
+        msg = f'data must be real numbers, got dtype {data.dtype}'
+        raise TypeError(msg)
+    if min(data.shape) < 5:
+        msg = f'the image is too small ({data.shape}); it needs >= 5x5'
+        raise ValueError(msg)
+    # Native byte order float32 (FITS data are big-endian).
+    data = data.astype(np.float32, copy=False)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != data.shape:
+            msg = (f'mask has shape {mask.shape} but data has shape '
+                   f'{data.shape}; they must be the same')
+            raise ValueError(msg)
+    return data, mask, unit
+
+
+def _strip_unit(value, unit, name):
+    """Value of ``threshold``/``peak_max`` in the data's unit."""
+    if value is None:
+        return None
+    if isinstance(value, u.Quantity):
+        if unit is None:
+            msg = f'{name} has units but the data do not'
+            raise ValueError(msg)
+        return value.to_value(unit)
+    if unit is not None:
+        msg = f'{name} must have the same units as the data ({unit})'
+        raise ValueError(msg)
+    return value
+
+
+class CNNStarFinder(StarFinderBase):
+    """
+    Detect stars with a convolutional network; a drop-in replacement
+    for `~photutils.detection.DAOStarFinder`.
+
+    A fully convolutional network predicts, for every pixel, the
+    likelihood that a star is centred there. It was trained to keep
+    faint and crowded stars and to reject cosmic rays, hot pixels,
+    galaxies, gradients and the many peaks of saturated stars. Each
+    peak of that heatmap is then measured on the data: a PSF-shaped
+    (Gaussian of the given ``fwhm``, ``ratio`` and ``theta``) fit that
+    ignores masked and NaN pixels and subtracts its neighbours gives
+    the centroid and a matched-filter amplitude, to which ``threshold``
+    is applied; DAOFIND's sharpness, roundness, peak, flux and
+    ``daofind_mag`` columns are computed as `DAOStarFinder` does.
+
+    Parameters
+    ----------
+    threshold : float, `~astropy.units.Quantity` or 2D array
+        Detection threshold in data units, as for `DAOStarFinder`:
+        ``threshold=5 * std`` keeps sources whose fitted amplitude is
+        at least 5 times its standard error (with ``scale_threshold``)
+        -- a 5-sigma matched-filter detection. The statistic is a fit
+        over the whole PSF core, not DAOFIND's small kernel, so faint
+        stars keep their significance.
+    fwhm : float
+        FWHM of the PSF major axis in pixels. It sizes the centroid fit
+        and the DAOFIND columns and tells the network the scale of a
+        point source (so galaxies can be rejected). Values from about
+        1.5 to 9 pixels are supported.
+    ratio, theta, sigma_radius : float, optional
+        Axis ratio, position angle (degrees) and truncation radius (in
+        sigma) of the Gaussian kernel, as for `DAOStarFinder`.
+    sharplo, sharphi, roundlo, roundhi : float, optional
+        Deprecated (as in photutils 3.0); use ``sharpness_range`` and
+        ``roundness_range``.
+    exclude_border : bool, optional
+        Drop sources within half a kernel of the image border.
+    n_brightest : int or `None`, optional
+        Keep only the ``n_brightest`` sources by flux.
+    peak_max : float or `None`, optional
+        Drop sources whose peak pixel exceeds this value.
+    xycoords : (N, 2) array or `None`, optional
+        Skip detection and measure the sources at these (x, y)
+        positions (their probability is still reported).
+    min_separation : float or `None`, optional
+        Minimum separation of sources in pixels. `None` (default) lets
+        the network resolve pairs down to about one FWHM; unlike
+        `DAOStarFinder` (2.5 FWHM) close pairs are kept.
+    scale_threshold : bool, optional
+        If `True` (default) ``threshold`` is multiplied by the fitted
+        amplitude's relative standard error, making it a significance
+        cut; if `False` it is a cut on the amplitude itself.
+    sharpness_range, roundness_range : tuple or `None`, optional
+        Optional DAOFIND shape cuts. The default `None` applies none:
+        the network makes the star/artefact decision, and shape cuts
+        would remove faint stars.
+    min_probability : float or `None`, optional
+        Minimum calibrated probability that a detection is a star.
+        `None` uses the model card's default (0.5).
+    model : str, path or `None`, optional
+        A bundled model name or the path of an ONNX file that follows
+        the star-finder contract (default: the bundled model).
+    device : {'auto', 'cpu', 'cuda'}, optional
+        Where onnxruntime runs.
+    progress : bool, optional
+        Show a progress bar over tiles.
+    tile_size : int, optional
+        Core tile size; memory is bounded by the tile, not the image.
+    n_threads : int or `None`, optional
+        onnxruntime intra-op threads.
+
+    See Also
+    --------
+    photutils.detection.DAOStarFinder
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnfind import CNNStarFinder
+    >>> from cnnfind.simulation import FieldConfig, simulate_field
+    >>> sim = simulate_field((128, 128), FieldConfig(density=600,
+    ...                      snr_min=20), seed=2)
+    >>> data = sim['image'] - np.median(sim['image'])
+    >>> finder = CNNStarFinder(threshold=5 * sim['noise'], fwhm=3.0)
+    >>> table = finder(data)
+    >>> table.colnames[:3]
+    ['id', 'x_centroid', 'y_centroid']
+    """
+
+    @deprecated_renamed_argument('brightest', 'n_brightest',
+                                 'photutils 3.0')
+    @deprecated_renamed_argument('peakmax', 'peak_max', 'photutils 3.0')
+    def __init__(self, threshold, fwhm, ratio=1.0, theta=0.0,
+                 sigma_radius=1.5, sharplo=_UNSET, sharphi=_UNSET,
+                 roundlo=_UNSET, roundhi=_UNSET, exclude_border=False,
+                 n_brightest=None, peak_max=None, xycoords=None,
+                 min_separation=None, scale_threshold=True, *,
+                 sharpness_range=None, roundness_range=None,
+                 min_probability=None, model=None, device='auto',
+                 progress=False, tile_size=1024, n_threads=None):
+        if not np.isscalar(fwhm):
+            msg = 'fwhm must be a scalar value'
+            raise TypeError(msg)
+        self.threshold = threshold
+        self.fwhm = float(fwhm)
+        self.ratio = float(ratio)
+        self.theta = float(theta) % 360.0
+        self.sigma_radius = float(sigma_radius)
+        self.kernel = _DAOKernel(self.fwhm, ratio=self.ratio,
+                                 theta=self.theta,
+                                 sigma_radius=self.sigma_radius)
+        if not 1.0 <= self.fwhm <= 12.0:
+            warnings.warn(f'fwhm={self.fwhm} is outside the range the '
+                          'network was trained for (about 1.3-9 px)',
+                          CNNFindWarning, stacklevel=2)
+        self.sharpness_range = _check_range(
+            _merge_range(sharplo, sharphi, sharpness_range, 'sharp',
+                         'sharpness_range'), 'sharpness_range')
+        self.roundness_range = _check_range(
+            _merge_range(roundlo, roundhi, roundness_range, 'round',
+                         'roundness_range'), 'roundness_range')
+        self.exclude_border = bool(exclude_border)
+        if n_brightest is not None:
+            if int(n_brightest) != n_brightest or n_brightest <= 0:
+                msg = 'n_brightest must be a positive integer or None'
+                raise ValueError(msg)
+            n_brightest = int(n_brightest)
+        self.n_brightest = n_brightest
+        self.peak_max = peak_max
+        if xycoords is not None:
+            xycoords = np.asarray(xycoords, dtype=float)
+            if xycoords.ndim != 2 or xycoords.shape[1] != 2:
+                msg = 'xycoords must be shaped as an Nx2 array'
+                raise ValueError(msg)
+        self.xycoords = xycoords
+        if min_separation is not None and min_separation < 0:
+            msg = 'min_separation must be >= 0'
+            raise ValueError(msg)
+        self.min_separation = min_separation
+        self.scale_threshold = bool(scale_threshold)
+        self.model = load_model(model, 'starfinder',
+                                required_keys=_CARD_KEYS)
+        card = self.model.card
+        if min_probability is None:
+            min_probability = card.get('default_min_probability', 0.5)
+        if not 0.0 <= min_probability <= 1.0:
+            msg = 'min_probability must be between 0 and 1'
+            raise ValueError(msg)
+        self.min_probability = float(min_probability)
+        self.device = device
+        self.progress = bool(progress)
+        self.tile_size = int(tile_size)
+        self.n_threads = n_threads
+        # Validates the device now; the session itself is created lazily.
+        from cnnfind.runtime.session import _providers
+        _providers(device)
+
+    def _repr_str_params(self):
+        params = ('threshold', 'fwhm', 'ratio', 'theta', 'sigma_radius',
+                  'sharpness_range', 'roundness_range', 'exclude_border',
+                  'n_brightest', 'peak_max', 'min_separation',
+                  'scale_threshold', 'min_probability', 'device')
+        return params
+
+    def __repr__(self):
+        vals = []
+        for p in self._repr_str_params():
+            v = getattr(self, p)
+            if isinstance(v, np.ndarray):
+                v = f'<array; shape={v.shape}>'
+            vals.append(f'{p}={v!r}')
+        return f'<{self.__class__.__name__}({", ".join(vals)}, model={self.model.name!r})>'
+
+    # -- network -----------------------------------------------------------
+    def heatmap(self, data, mask=None):
+        """
+        The network's per-pixel star-centre probability (uncalibrated).
+
+        Parameters
+        ----------
+        data : 2D array_like
+            The image.
+        mask : 2D bool array, optional
+            `True` for bad pixels.
+
+        Returns
+        -------
+        heatmap : 2D float32 `~numpy.ndarray`
+            Values in [0, 1]; 0 on masked and NaN pixels.
+        """
+        data, mask, _ = _unpack_data(data, mask)
+        valid = valid_pixel_mask(data, mask)
+        if not valid.any():
+            msg = 'all pixels are masked or NaN: nothing to search'
+            raise ValueError(msg)
+        sky, noise = robust_sky_noise(data, valid)
+        return self._heatmap(data, valid, sky, noise)
+
+    def _heatmap(self, data, valid, sky, noise):
+        card = self.model.card
+        norm = card['normalization']
+        multiple = int(card['size_multiple'])
+        sess = get_session(self.model, device=self.device,
+                           n_threads=self.n_threads)
+        fwhm_in = np.full((1, 1, 1, 1), np.log(self.fwhm / norm['fwhm_ref']),
+                          np.float32)
+        names = [i.name for i in sess.get_inputs()]
+
+        def run_window(window):
+            x = normalize_image(data[window], valid[window], sky, noise,
+                                norm['asinh_scale'])
+            ny, nx = x.shape
+            py, px = (-ny) % multiple, (-nx) % multiple
+            inp = np.zeros((1, 2, ny + py, nx + px), np.float32)
+            inp[0, 0, :ny, :nx] = x
+            inp[0, 1, :ny, :nx] = valid[window]
+            logits = sess.run(None, {names[0]: inp, names[1]: fwhm_in})[0]
+            return logits[0, 0, :ny, :nx]
+
+        logits = run_tiled(data.shape, run_window, tile=self.tile_size,
+                           halo=int(card['halo']), multiple=multiple,
+                           progress=self.progress, desc='CNNStarFinder')
+        heat = 1.0 / (1.0 + np.exp(-logits))
+        heat[~valid] = 0.0
+        return heat
+
+    def _calibrate(self, raw):
+        cal = self.model.card.get('calibration')
+        if not cal:
+            return raw
+        return np.interp(raw, cal['raw'], cal['probability'])
+
+    def _peaks(self, heat, valid):
+        cal = self.model.card.get('calibration')
+        floor = 0.02
+        if cal:
+            # Lowest raw score that can reach min_probability.
+            ok = np.asarray(cal['probability']) >= self.min_probability
+            if ok.any():
+                floor = max(floor, float(np.asarray(cal['raw'])[ok][0]) - 1e-6)
+        else:
+            floor = max(floor, self.min_probability)
+        local = ndimage.maximum_filter(heat, size=3, mode='constant')
+        yy, xx = np.nonzero((heat >= local) & (heat >= floor) & valid)
+        return xx, yy, heat[yy, xx]
+
+    # -- catalogue ---------------------------------------------------------
+    def find_stars(self, data, mask=None):
+        """
+        Find stars in an astronomical image.
+
+        Parameters
+        ----------
+        data : 2D array_like, `~astropy.units.Quantity` or `~astropy.nddata.NDData`
+            The image, background-subtracted as for `DAOStarFinder`
+            (a residual constant background is tolerated). A masked
+            array's or NDData's mask is used.
+        mask : 2D bool array, optional
+            `True` for bad pixels. Neither masked nor NaN pixels can host
+            a detection, nor do they enter centroids, fluxes or shape
+            columns (they are replaced by the fitted source model).
+
+        Returns
+        -------
+        table : `~astropy.table.QTable` or `None`
+            The DAOStarFinder columns (``id, x_centroid, y_centroid,
+            sharpness, roundness1, roundness2, n_pixels, peak, flux,
+            mag, daofind_mag``) plus ``probability``, the calibrated
+            probability that the source is a star. `None` (with a
+            `~photutils.utils.exceptions.NoDetectionsWarning`) if no
+            star is found.
+
+        Raises
+        ------
+        ValueError
+            For non-2D data, a mask of the wrong shape, an image with no
+            valid pixel or of zero noise, or mismatched units.
+        """
+        data, mask, unit = _unpack_data(data, mask)
+        threshold = _strip_unit(self.threshold, unit, 'threshold')
+        peak_max = _strip_unit(self.peak_max, unit, 'peak_max')
+        if np.ndim(threshold) == 2 and np.shape(threshold) != data.shape:
+            msg = 'a 2D threshold must have the same shape as the data'
+            raise ValueError(msg)
+        valid = valid_pixel_mask(data, mask)
+        if not valid.any():
+            msg = 'all pixels are masked or NaN: nothing to search'
+            raise ValueError(msg)
+        sky, noise = robust_sky_noise(data, valid)
+        heat = self._heatmap(data, valid, sky, noise)
+
+        if self.xycoords is None:
+            px, py, raw = self._peaks(heat, valid)
+        else:
+            px = np.round(self.xycoords[:, 0]).astype(int)
+            py = np.round(self.xycoords[:, 1]).astype(int)
+            inside = ((px >= 0) & (px < data.shape[1]) & (py >= 0)
+                      & (py < data.shape[0]))
+            px, py = px[inside], py[inside]
+            raw = heat[py, px]
+        prob = self._calibrate(raw)
+        if self.xycoords is None:
+            keep = prob >= self.min_probability
+            px, py, prob = px[keep], py[keep], prob[keep]
+        if len(px) == 0:
+            return _none_found()
+
+        # Sub-pixel start from the heatmap's local quadratic.
+        x0, y0 = self._subpixel(heat, px, py)
+        abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
+                              self.theta)
+        radius = max(2, int(np.ceil(1.5 * self.fwhm)))
+        sub = np.where(valid, data - sky, 0.0).astype(np.float32)
+        xc, yc, amp, _, rel = _fit_sources(sub, valid, x0, y0, abc, radius)
+        for _ in range(2):  # refit with the neighbours subtracted
+            others = _neighbour_stamps(data.shape, xc, yc, amp, abc, radius)
+            xc, yc, amp, _, rel = _fit_sources(sub, valid, xc, yc, abc,
+                                               radius, others=others,
+                                               iters=3)
+
+        order = np.argsort(-prob)
+        keep = self._dedupe(xc, yc, order)
+        xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep], rel[keep],
+                                  prob[keep])
+
+        # Threshold on the matched-filter amplitude.
+        xi = np.clip(np.round(xc).astype(int), 0, data.shape[1] - 1)
+        yi = np.clip(np.round(yc).astype(int), 0, data.shape[0] - 1)
+        thr = threshold
+        if np.ndim(thr) == 2:
+            thr = np.asarray(thr)[yi, xi]
+        thr_eff = thr * rel if self.scale_threshold else thr * np.ones_like(rel)
+        # No detection may be centred on a masked or NaN pixel.
+        good = (np.isfinite(amp) & (amp >= thr_eff) & (amp > 0)
+                & valid[yi, xi])
+        xc, yc, xi, yi = xc[good], yc[good], xi[good], yi[good]
+        amp, prob = amp[good], prob[good]
+        if len(xc) == 0:
+            return _none_found()
+
+        # DAOFIND columns on data whose bad pixels hold the fitted model.
+        model = _render_models(data.shape, xc, yc, amp, abc, radius)
+        filled = np.where(valid, data, model + sky).astype(np.float64)
+        cols = _dao_columns(filled, xi, yi, self.kernel)
+        # DAOFIND's threshold scaling, for daofind_mag.
+        dao_thr = (thr if np.ndim(thr) == 0 else thr[good]) * (
+            self.kernel.rel_err if self.scale_threshold else 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            cols['daofind_mag'] = -2.5 * np.log10(cols['conv_peak'] / dao_thr)
+
+        cat = _CNNStarFinderCatalog(
+            xc, yc, prob, cols, n_pixels=self.kernel.data.size, unit=unit,
+            kernel=self.kernel)
+        cat = cat.select(self._filters(cat, data.shape, peak_max))
+        if len(cat) == 0:
+            return _none_found()
+        if self.n_brightest is not None:
+            cat = cat.select(np.argsort(-cat.flux_value)[:self.n_brightest])
+        return cat.to_table()
+
+    @staticmethod
+    def _subpixel(heat, px, py):
+        ny, nx = heat.shape
+        xm, xp = np.clip(px - 1, 0, nx - 1), np.clip(px + 1, 0, nx - 1)
+        ym, yp = np.clip(py - 1, 0, ny - 1), np.clip(py + 1, 0, ny - 1)
+        c = heat[py, px]
+        with np.errstate(divide='ignore', invalid='ignore'):
+            dx = 0.5 * (heat[py, xm] - heat[py, xp]) / (
+                heat[py, xm] - 2 * c + heat[py, xp])
+            dy = 0.5 * (heat[ym, px] - heat[yp, px]) / (
+                heat[ym, px] - 2 * c + heat[yp, px])
+        dx = np.where(np.isfinite(dx), np.clip(dx, -0.5, 0.5), 0.0)
+        dy = np.where(np.isfinite(dy), np.clip(dy, -0.5, 0.5), 0.0)
+        return px + dx, py + dy
+
+    def _dedupe(self, xc, yc, order):
+        """Merge detections that converged on the same star."""
+        from scipy.spatial import cKDTree
+        sep = max(1.0, 0.5 * self.fwhm)
+        if self.min_separation:
+            sep = max(sep, self.min_separation)
+        tree = cKDTree(np.column_stack([xc, yc]))
+        taken = np.zeros(len(xc), bool)
+        keep = []
+        for i in order:
+            if taken[i]:
+                continue
+            keep.append(i)
+            taken[tree.query_ball_point([xc[i], yc[i]], sep)] = True
+        return np.sort(np.array(keep, dtype=int))
+
+    def _filters(self, cat, shape, peak_max):
+        ok = np.ones(len(cat), bool)
+        for name in ('x_centroid', 'y_centroid', 'sharpness', 'roundness1',
+                     'roundness2', 'peak', 'flux'):
+            ok &= np.isfinite(cat.values[name]) | (
+                name in ('sharpness', 'roundness1', 'roundness2'))
+        if self.sharpness_range is not None:
+            s = cat.values['sharpness']
+            ok &= (s >= self.sharpness_range[0]) & (s <= self.sharpness_range[1])
+        if self.roundness_range is not None:
+            for name in ('roundness1', 'roundness2'):
+                r = cat.values[name]
+                ok &= (r >= self.roundness_range[0]) & (
+                    r <= self.roundness_range[1])
+        if peak_max is not None:
+            ok &= cat.values['peak'] <= peak_max
+        if self.exclude_border:
+            ry, rx = self.kernel.shape[0] // 2, self.kernel.shape[1] // 2
+            x, y = cat.values['x_centroid'], cat.values['y_centroid']
+            ok &= ((x >= rx) & (x <= shape[1] - 1 - rx) & (y >= ry)
+                   & (y <= shape[0] - 1 - ry))
+        return np.flatnonzero(ok)

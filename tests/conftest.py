@@ -1,0 +1,37 @@
+"""Shared fixtures for the cnnfind test suite."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnfind.simulation import FieldConfig, render_profiles, simulate_field
+
+#: The shared real data beside the project root (absent from an sdist).
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+    """The shared data folder, or skip the test."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip('../shared/data is not available')
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def sparse_field():
+    """A seeded 192x192 field of bright-ish stars (sky subtracted)."""
+    sim = simulate_field((192, 192), FieldConfig(density=900, fwhm=3.0,
+                                                 snr_min=8.0), seed=11)
+    sim['data'] = sim['image'] - np.median(sim['image'])
+    return sim
+
+
+def single_star(shape=(48, 48), x=23.3, y=24.6, flux=3000.0, fwhm=3.0,
+                noise=1.0, seed=0):
+    """An image with one Gaussian star in white noise."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, noise, shape)
+    render_profiles(img, [x], [y], [flux], fwhm, kind='gaussian')
+    return img

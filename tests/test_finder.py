@@ -1,0 +1,348 @@
+"""CNNStarFinder: drop-in behaviour, inputs, masks and detection quality."""
+
+import os
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData
+from astropy.table import QTable
+from astropy.utils.exceptions import AstropyDeprecationWarning
+from photutils.detection import DAOStarFinder
+from photutils.utils.exceptions import NoDetectionsWarning
+
+from cnnfind import CNNStarFinder
+from cnnfind.simulation import FieldConfig, render_profiles, simulate_field
+from cnnfind.training.calibrate import _greedy_match
+
+from .conftest import single_star
+
+DAO_COLUMNS = ['id', 'x_centroid', 'y_centroid', 'sharpness', 'roundness1',
+               'roundness2', 'n_pixels', 'peak', 'flux', 'mag', 'daofind_mag']
+
+DOCS_SCRIPT = '''
+from astropy.stats import sigma_clipped_stats
+from photutils.detection import DAOStarFinder
+mean, median, std = sigma_clipped_stats(data, sigma=3.0)
+daofind = DAOStarFinder(fwhm=3.0, threshold=5.0 * std)
+sources = daofind(data - median)
+for col in sources.colnames:
+    if col not in ('id', 'n_pixels'):
+        sources[col].info.format = '%.2f'
+'''
+
+
+def _m13():
+    import astropy
+    path = os.path.join(os.path.dirname(astropy.__file__), 'io', 'fits',
+                        'hdu', 'compressed', 'tests', 'data', 'm13.fits')
+    if not os.path.exists(path):
+        pytest.skip('astropy does not ship m13.fits here')
+    return fits.getdata(path)
+
+
+class TestDropIn:
+    def test_docs_script_with_class_swapped(self):
+        data = _m13().astype(float)
+        script = DOCS_SCRIPT.replace(
+            'from photutils.detection import DAOStarFinder',
+            'from cnnfind import CNNStarFinder as DAOStarFinder')
+        ns = {'data': data}
+        exec(script, ns)  # noqa: S102
+        sources = ns['sources']
+        assert isinstance(sources, QTable)
+        assert sources.colnames == DAO_COLUMNS + ['probability']
+        assert len(sources) > 20
+        assert np.all(np.isfinite(sources['x_centroid']))
+
+    def test_columns_match_daostarfinder(self, sparse_field):
+        std = sparse_field['noise']
+        dao = DAOStarFinder(5 * std, 3.0)(sparse_field['data'])
+        ours = CNNStarFinder(5 * std, 3.0)(sparse_field['data'])
+        assert ours.colnames[:len(dao.colnames)] == dao.colnames
+        assert ours['n_pixels'][0] == dao['n_pixels'][0]
+
+    def test_dao_columns_agree_with_dao_on_isolated_stars(self, sparse_field):
+        std = sparse_field['noise']
+        kw = dict(sharpness_range=None, roundness_range=None,
+                  min_separation=0)
+        dao = DAOStarFinder(5 * std, 3.0, **kw)(sparse_field['data'])
+        ours = CNNStarFinder(5 * std, 3.0)(sparse_field['data'])
+        # Compare where both put the same integer peak pixel.
+        key_d = {(round(x), round(y)): i for i, (x, y) in
+                 enumerate(zip(dao['x_centroid'], dao['y_centroid']))}
+        pairs = [(key_d[(round(x), round(y))], j) for j, (x, y) in
+                 enumerate(zip(ours['x_centroid'], ours['y_centroid']))
+                 if (round(x), round(y)) in key_d]
+        assert len(pairs) > 10
+        i, j = np.array(pairs).T
+        bright = np.asarray(ours['peak'][j]) > 20 * std
+        for col in ('sharpness', 'roundness2', 'peak', 'flux'):
+            np.testing.assert_allclose(np.asarray(ours[col][j])[bright],
+                                       np.asarray(dao[col][i])[bright],
+                                       rtol=1e-6, atol=1e-6)
+
+    def test_old_column_names_answer(self, sparse_field):
+        tbl = CNNStarFinder(5 * sparse_field['noise'], 3.0)(
+            sparse_field['data'])
+        with pytest.warns(AstropyDeprecationWarning):
+            xc = tbl['xcentroid']
+        np.testing.assert_array_equal(xc, tbl['x_centroid'])
+        with pytest.warns(AstropyDeprecationWarning):
+            assert 'npix' in tbl
+
+    def test_positional_arguments_like_dao(self):
+        f = CNNStarFinder(7.0, 2.5, 0.9, 30.0)
+        assert (f.threshold, f.fwhm, f.ratio, f.theta) == (7.0, 2.5, 0.9, 30.0)
+
+    def test_call_equals_find_stars(self, sparse_field):
+        f = CNNStarFinder(5 * sparse_field['noise'], 3.0)
+        t1 = f(sparse_field['data'])
+        t2 = f.find_stars(sparse_field['data'])
+        np.testing.assert_array_equal(t1['x_centroid'], t2['x_centroid'])
+
+    @pytest.mark.parametrize(('old', 'new', 'value'),
+                             [('brightest', 'n_brightest', 3),
+                              ('peakmax', 'peak_max', 1e4)])
+    def test_deprecated_renamed_arguments(self, old, new, value):
+        with pytest.warns(AstropyDeprecationWarning, match=old):
+            f = CNNStarFinder(5.0, 3.0, **{old: value})
+        assert getattr(f, new) == value
+
+    def test_deprecated_sharplo(self):
+        with pytest.warns(AstropyDeprecationWarning, match='sharplo'):
+            f = CNNStarFinder(5.0, 3.0, sharplo=0.3)
+        assert f.sharpness_range[0] == 0.3
+
+    def test_n_brightest(self, sparse_field):
+        tbl = CNNStarFinder(5 * sparse_field['noise'], 3.0, n_brightest=5)(
+            sparse_field['data'])
+        assert len(tbl) == 5
+        assert list(tbl['id']) == [1, 2, 3, 4, 5]
+
+    def test_peak_max_and_exclude_border(self, sparse_field):
+        data = sparse_field['data']
+        std = sparse_field['noise']
+        full = CNNStarFinder(5 * std, 3.0)(data)
+        cut = CNNStarFinder(5 * std, 3.0, peak_max=30 * std)(data)
+        assert len(cut) < len(full)
+        assert np.all(cut['peak'] <= 30 * std)
+        nob = CNNStarFinder(5 * std, 3.0, exclude_border=True)(data)
+        assert np.all((nob['x_centroid'] >= 2) & (nob['x_centroid'] <= 189))
+
+    def test_repr(self):
+        assert 'fwhm=3.0' in repr(CNNStarFinder(5.0, 3.0))
+
+    def test_psfphotometry_finder(self):
+        from photutils.psf import CircularGaussianPRF, PSFPhotometry
+        img = single_star(shape=(40, 40), x=20.2, y=19.4, flux=5000.0)
+        finder = CNNStarFinder(5.0, 3.0)
+        phot = PSFPhotometry(CircularGaussianPRF(fwhm=3.0), (7, 7),
+                             finder=finder, aperture_radius=4)
+        res = phot(img)
+        assert len(res) == 1
+        assert res['x_fit'][0] == pytest.approx(20.2, abs=0.1)
+        assert res['flux_fit'][0] == pytest.approx(5000.0, rel=0.05)
+
+
+class TestUnitsAndContainers:
+    def test_quantity_in_quantity_out(self, sparse_field):
+        data = sparse_field['data'] * u.electron
+        tbl = CNNStarFinder(5 * sparse_field['noise'] * u.electron, 3.0)(data)
+        assert tbl['peak'].unit == u.electron
+        assert tbl['flux'].unit == u.electron
+
+    def test_threshold_unit_mismatch(self, sparse_field):
+        with pytest.raises(ValueError, match='units'):
+            CNNStarFinder(5.0, 3.0)(sparse_field['data'] * u.electron)
+
+    def test_nddata_mask_is_used(self):
+        img = single_star()
+        mask = np.zeros(img.shape, bool)
+        mask[20:28, 20:28] = True
+        tbl_plain = CNNStarFinder(5.0, 3.0)(img)
+        assert tbl_plain is not None
+        with pytest.warns(NoDetectionsWarning):
+            assert CNNStarFinder(5.0, 3.0)(NDData(img, mask=mask)) is None
+        ccd = CCDData(img, unit='adu', mask=mask)
+        with pytest.warns(NoDetectionsWarning):
+            assert CNNStarFinder(5.0 * u.adu, 3.0)(ccd) is None
+
+    def test_masked_array(self):
+        img = np.ma.MaskedArray(single_star(), mask=False)
+        img.mask[20:28, 20:28] = True
+        with pytest.warns(NoDetectionsWarning):
+            assert CNNStarFinder(5.0, 3.0)(img) is None
+
+    @pytest.mark.parametrize('dtype', ['>f4', '>i2', '<i4', '>f8'])
+    def test_fits_dtypes(self, dtype):
+        img = single_star(flux=20000.0, noise=5.0) + 1000.0
+        ref = CNNStarFinder(25.0, 3.0)(img - 1000.0)
+        data = (img - 1000.0).astype(dtype)
+        tbl = CNNStarFinder(25.0, 3.0)(data)
+        assert len(tbl) == len(ref) == 1
+        assert tbl['x_centroid'][0] == pytest.approx(ref['x_centroid'][0],
+                                                     abs=0.05)
+
+
+class TestBadInput:
+    @pytest.mark.parametrize('shape', [(10,), (3, 20, 20), ()])
+    def test_not_2d(self, shape):
+        with pytest.raises(ValueError, match='2D'):
+            CNNStarFinder(5.0, 3.0)(np.zeros(shape))
+
+    def test_all_nan(self):
+        with pytest.raises(ValueError, match='masked or NaN'):
+            CNNStarFinder(5.0, 3.0)(np.full((32, 32), np.nan))
+
+    def test_all_masked(self):
+        with pytest.raises(ValueError, match='masked or NaN'):
+            CNNStarFinder(5.0, 3.0)(np.ones((32, 32)),
+                                    mask=np.ones((32, 32), bool))
+
+    def test_mask_wrong_shape(self):
+        with pytest.raises(ValueError, match='mask has shape'):
+            CNNStarFinder(5.0, 3.0)(np.ones((32, 32)),
+                                    mask=np.zeros((31, 32), bool))
+
+    def test_constant_image(self):
+        with pytest.raises(ValueError, match='noise is zero'):
+            CNNStarFinder(5.0, 3.0)(np.ones((32, 32)))
+
+    def test_tiny_image(self):
+        with pytest.raises(ValueError, match='too small'):
+            CNNStarFinder(5.0, 3.0)(np.ones((3, 40)))
+
+    def test_small_image_works(self):
+        rng = np.random.default_rng(0)
+        img = rng.normal(0, 1, (9, 11))
+        render_profiles(img, [5.0], [4.0], [800.0], 2.5)
+        tbl = CNNStarFinder(5.0, 2.5)(img)
+        assert len(tbl) == 1
+
+    def test_complex_data(self):
+        with pytest.raises(TypeError, match='real'):
+            CNNStarFinder(5.0, 3.0)(np.ones((16, 16), complex))
+
+    @pytest.mark.parametrize('kwargs', [dict(fwhm=-1.0), dict(ratio=0.0),
+                                        dict(min_probability=1.5),
+                                        dict(n_brightest=0),
+                                        dict(min_separation=-1),
+                                        dict(xycoords=np.zeros(3)),
+                                        dict(sharpness_range=(1, 2, 3))])
+    def test_bad_arguments(self, kwargs):
+        args = dict(threshold=5.0, fwhm=3.0)
+        args.update(kwargs)
+        with pytest.raises(ValueError):
+            CNNStarFinder(**args)
+
+    def test_fwhm_must_be_scalar(self):
+        with pytest.raises(TypeError):
+            CNNStarFinder(5.0, [3.0, 3.0])
+
+
+class TestNoDetections:
+    def test_pure_noise_returns_none(self):
+        rng = np.random.default_rng(5)
+        with pytest.warns(NoDetectionsWarning):
+            assert CNNStarFinder(5.0, 3.0)(rng.normal(0, 1, (96, 96))) is None
+
+    def test_threshold_above_everything(self):
+        with pytest.warns(NoDetectionsWarning):
+            assert CNNStarFinder(1e6, 3.0)(single_star()) is None
+
+
+class TestMasksAndNaN:
+    def test_no_detection_centred_on_masked_or_nan(self, sparse_field):
+        data = sparse_field['data'].copy()
+        std = sparse_field['noise']
+        ref = CNNStarFinder(5 * std, 3.0)(data)
+        mask = np.zeros(data.shape, bool)
+        for x, y in zip(ref['x_centroid'][:10], ref['y_centroid'][:10]):
+            mask[round(y), round(x)] = True
+        data[100:110, 100:110] = np.nan
+        tbl = CNNStarFinder(5 * std, 3.0)(data, mask=mask)
+        xi = np.round(tbl['x_centroid']).astype(int)
+        yi = np.round(tbl['y_centroid']).astype(int)
+        assert not np.any(mask[yi, xi])
+        assert np.all(np.isfinite(data[yi, xi]))
+        for col in tbl.colnames:
+            assert np.all(np.isfinite(np.asarray(tbl[col], float)))
+
+    def test_masked_pixel_does_not_corrupt_centroid_or_flux(self):
+        img = single_star(x=23.3, y=24.6, flux=5000.0)
+        clean = CNNStarFinder(5.0, 3.0)(img)
+        bad = img.copy()
+        bad[24, 25] = 1e5  # a hot pixel in the wing, masked by the user
+        mask = np.zeros(img.shape, bool)
+        mask[24, 25] = True
+        ours = CNNStarFinder(5.0, 3.0)(bad, mask=mask)
+        assert len(ours) == 1
+        assert ours['x_centroid'][0] == pytest.approx(
+            clean['x_centroid'][0], abs=0.05)
+        assert ours['flux'][0] == pytest.approx(clean['flux'][0], rel=0.05)
+        dao = DAOStarFinder(5.0, 3.0, sharpness_range=None)(bad, mask=mask)
+        # DAOStarFinder lets the masked pixel into its measurements.
+        assert abs(dao['flux'][0] - clean['flux'][0]) > 0.5 * clean['flux'][0]
+
+
+class TestQuality:
+    def test_single_star_centroid(self):
+        errs = []
+        for seed in range(8):
+            x, y = 23.0 + seed * 0.13, 24.0 + seed * 0.07
+            img = single_star(x=x, y=y, flux=2000.0, seed=seed)
+            tbl = CNNStarFinder(5.0, 3.0)(img)
+            assert len(tbl) == 1
+            errs.append((tbl['x_centroid'][0] - x, tbl['y_centroid'][0] - y))
+        errs = np.array(errs)
+        # SNR ~ 2000 * sqrt(1 / (4 pi sigma^2)) ~ 97: CRB ~ 0.6*3/97 = 0.02 px
+        assert np.sqrt(np.mean(errs**2)) < 0.06
+
+    def test_close_pair_resolved(self):
+        rng = np.random.default_rng(7)
+        img = rng.normal(0, 1, (48, 48))
+        render_profiles(img, [22.0, 26.0], [24.0, 24.5], [3000.0, 2500.0],
+                        3.0, kind='gaussian')
+        tbl = CNNStarFinder(5.0, 3.0)(img)
+        assert len(tbl) == 2
+        assert sorted(np.round(tbl['x_centroid'])) == [22, 26]
+        dao = DAOStarFinder(5.0, 3.0)(img)
+        assert len(dao) == 1
+
+    def test_cosmic_ray_rejected(self):
+        img = single_star(x=12.0, y=12.0, flux=3000.0, shape=(48, 48))
+        img[35, 30] += 300.0
+        img[36, 30:33] += 200.0
+        tbl = CNNStarFinder(5.0, 3.0)(img)
+        assert len(tbl) == 1
+        assert tbl['x_centroid'][0] == pytest.approx(12.0, abs=0.1)
+
+    def test_seeded_field_detection_quality(self):
+        sim = simulate_field((256, 256), FieldConfig(density=1500, fwhm=3.0,
+                                                     snr_min=3.0), seed=21)
+        data = sim['image'] - np.median(sim['image'])
+        tbl = CNNStarFinder(3 * sim['noise'], 3.0)(data)
+        st = sim['stars']
+        inside = ((st['x'] >= 0) & (st['x'] <= 255) & (st['y'] >= 0)
+                  & (st['y'] <= 255))
+        bright = inside & (st['snr'] >= 8)
+        xd, yd = np.asarray(tbl['x_centroid']), np.asarray(tbl['y_centroid'])
+        hit = _greedy_match(st['x'][inside & (st['snr'] >= 2)],
+                            st['y'][inside & (st['snr'] >= 2)], xd, yd, 2.0)
+        found = _greedy_match(xd, yd, st['x'][bright], st['y'][bright], 2.0)
+        assert hit.mean() >= 0.95  # purity
+        assert found.mean() >= 0.93  # completeness at SNR >= 8
+
+    def test_xycoords_skips_detection(self, sparse_field):
+        xy = np.array([[50.0, 60.0], [120.0, 30.0]])
+        tbl = CNNStarFinder(-np.inf, 3.0, xycoords=xy)(sparse_field['data'])
+        assert len(tbl) <= 2
+        assert 'probability' in tbl.colnames
+
+    def test_progress_bar(self, capsys, sparse_field):
+        CNNStarFinder(5.0, 3.0, tile_size=64, progress=True)(
+            sparse_field['data'])
+        assert 'CNNStarFinder' in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Training side: data, ONNX export and parity, a tiny end-to-end run."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from cnnfind import CNNStarFinder  # noqa: E402
+from cnnfind.training.calibrate import isotonic_fit  # noqa: E402
+from cnnfind.training.data import make_patch  # noqa: E402
+from cnnfind.training.export import check_parity, export_onnx  # noqa: E402
+from cnnfind.training.nets import StarNet  # noqa: E402
+
+
+def test_patch_targets_mark_bright_stars():
+    rng = np.random.default_rng(3)
+    x, fwhm_in, target, weight = make_patch(rng, 64, ())
+    assert x.shape == (2, 64, 64) and x.dtype == np.float32
+    assert np.isfinite(x).all()
+    assert set(np.unique(x[1])) <= {0.0, 1.0}
+    assert target.max() <= 1.0 and target.min() >= 0.0
+    assert np.all(weight >= 0)
+    assert np.isfinite(fwhm_in)
+
+
+def test_patches_are_reproducible():
+    a = make_patch(np.random.default_rng((5, 1)), 64, ())
+    b = make_patch(np.random.default_rng((5, 1)), 64, ())
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize('shape', [(1, 2, 64, 96), (2, 2, 48, 32)])
+def test_onnx_torch_parity(tmp_path, shape):
+    torch.manual_seed(0)
+    model = StarNet()
+    path = export_onnx(model, (torch.randn(1, 2, 32, 32),
+                               torch.zeros(1, 1, 1, 1)),
+                       tmp_path / 'net.onnx', input_names=('image', 'fwhm'),
+                       output_names=('logits',),
+                       dynamic_axes={'image': {0: 'b', 2: 'h', 3: 'w'},
+                                     'fwhm': {0: 'b'},
+                                     'logits': {0: 'b', 2: 'h', 3: 'w'}})
+    diff = check_parity(model, path, (torch.randn(*shape),
+                                      torch.full((shape[0], 1, 1, 1), 0.2)))
+    assert diff < 1e-4
+
+
+def test_bundled_model_matches_torch_weights(tmp_path):
+    """The shipped ONNX file is an export of a StarNet (same outputs)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from cnnfind.runtime import load_model
+    onnx_model = onnx.load(str(load_model(None, 'starfinder').path))
+    inits = {i.name: numpy_helper.to_array(i)
+             for i in onnx_model.graph.initializer}
+    net = StarNet()
+    state = net.state_dict()
+    loaded = {k: torch.from_numpy(inits[k].copy()) for k in state
+              if k in inits}
+    assert len(loaded) == len(state)
+    net.load_state_dict(loaded)
+    x = torch.randn(1, 2, 64, 64)
+    f = torch.zeros(1, 1, 1, 1)
+    diff = check_parity(net, load_model(None, 'starfinder').path, (x, f))
+    assert diff < 1e-4
+
+
+def test_isotonic_fit_is_monotone():
+    rng = np.random.default_rng(0)
+    s = rng.random(500)
+    y = rng.random(500) < s
+    raw, prob = isotonic_fit(s, y)
+    assert np.all(np.diff(prob) >= 0)
+    assert prob[0] < 0.2 and prob[-1] > 0.8
+
+
+def test_tiny_training_run_end_to_end(tmp_path):
+    from cnnfind.training.starfinder import main
+    card_path = main(['--out', str(tmp_path / 'models'),
+                      '--workdir', str(tmp_path / 'run'), '--steps', '3',
+                      '--patch', '64', '--batch-size', '2',
+                      '--calib-fields', '2', '--metric-size', '96',
+                      '--no-progress', '--no-real'])
+    card = json.loads(card_path.read_text())
+    for key in ('sha256', 'calibration', 'metrics', 'training_command',
+                'onnx_parity_max_abs_diff'):
+        assert key in card
+    assert card['onnx_parity_max_abs_diff'] < 1e-4
+    assert (tmp_path / 'run' / 'best.pt').exists()
+    onnx_path = tmp_path / 'models' / 'starfinder.onnx'
+    finder = CNNStarFinder(3.0, 3.0, model=onnx_path)
+    heat = finder.heatmap(np.random.default_rng(0).normal(0, 1, (40, 50)))
+    assert heat.shape == (40, 50)
