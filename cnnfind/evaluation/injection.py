@@ -63,9 +63,54 @@ def _place(rng, shape, n, margin, min_sep, avoid_x, avoid_y, valid,
     return np.array(xs), np.array(ys)
 
 
+def _psf_stamp(fwhm, psf, beta):
+    """Unit-flux PSF on a stamp."""
+    radius = int(np.ceil(3 * fwhm)) + 1
+    stamp = np.zeros((2 * radius + 1, 2 * radius + 1))
+    render_profiles(stamp, radius, radius, 1.0, fwhm, kind=psf, beta=beta,
+                    radius=radius)
+    return stamp
+
+
+def _filtered_noise(image, valid, stamp, max_side=1024):
+    """
+    Noise of the PSF-filtered image, robust to sky gradients: the
+    sigma-clipped spread of differences of filtered pixels one stamp
+    width apart, over sqrt(2).
+    """
+    from astropy.stats import sigma_clipped_stats
+    from scipy.signal import fftconvolve
+
+    ny, nx = image.shape
+    y0 = max(0, (ny - max_side) // 2)
+    x0 = max(0, (nx - max_side) // 2)
+    crop = np.asarray(image[y0:y0 + max_side, x0:x0 + max_side], float)
+    ok = valid[y0:y0 + max_side, x0:x0 + max_side]
+    fill = np.median(crop[ok]) if ok.any() else 0.0
+    filt = fftconvolve(np.where(ok, crop, fill), stamp[::-1, ::-1],
+                       mode='same')
+    # Pixels whose filter footprint touches a bad pixel are not used.
+    bad = fftconvolve((~ok).astype(float), np.ones_like(stamp),
+                      mode='same') > 0.5
+    lag = 2 * stamp.shape[1]  # beyond the filtered noise correlation
+    h = stamp.shape[0] // 2
+    inner = np.zeros(filt.shape, bool)
+    inner[h:-h or None, h:-h or None] = True
+    use = inner & ~bad
+    diff = filt[:, lag:] - filt[:, :-lag]
+    both = use[:, lag:] & use[:, :-lag]
+    values = diff[both]
+    if values.size < 16:
+        msg = 'too few valid pixels to measure the filtered noise'
+        raise ValueError(msg)
+    _, _, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
+    return float(std / np.sqrt(2.0))
+
+
 def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
                  noise=None, psf='moffat', avoid=None, *, beta=3.0,
-                 min_separation=None, margin=None, mask=None, gain=None):
+                 min_separation=None, margin=None, mask=None, gain=None,
+                 noise_estimate='pixel'):
     """
     Add artificial stars of known signal-to-noise ratio to an image.
 
@@ -74,7 +119,15 @@ def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
     SNRs are log-uniform in ``snr_range``. The total flux of a star of
     matched-filter SNR ``s`` is ``s * noise / sqrt(sum(p**2))`` with
     ``p`` the unit-flux PSF (`~cnnfind.simulation.psf_sum_squares`), so
-    the SNR is that of a background-limited star.
+    the SNR is that of a background-limited star in white noise.
+
+    If the noise is correlated between pixels (scanned photographic
+    plates, resampled or co-added images), the pixel noise
+    underestimates the noise of a matched filter, and such SNRs are
+    optimistic. ``noise_estimate='filtered'`` measures the noise
+    ``sigma_f`` of the image filtered with the PSF instead and uses
+    ``flux = s * sigma_f / sum(p**2)``, which is the same for white
+    noise and the true matched-filter SNR otherwise.
 
     Parameters
     ----------
@@ -112,6 +165,9 @@ def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
         If given (electrons per data unit), the stars' own Poisson
         noise is added (Gaussian approximation); otherwise the stars
         are noiseless, which is exact for background-limited stars.
+    noise_estimate : {'pixel', 'filtered'}
+        How the SNR is turned into a flux (see above). With
+        ``'filtered'``, ``noise`` is ignored.
 
     Returns
     -------
@@ -151,7 +207,11 @@ def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
     dtype = np.float32 if image.dtype == np.float32 else np.float64
     injected = np.array(image, dtype=dtype)
     valid = valid_pixel_mask(image, mask)
-    if noise is None:
+    if noise_estimate not in ('pixel', 'filtered'):
+        msg = ("noise_estimate must be 'pixel' or 'filtered', got "
+               f'{noise_estimate!r}')
+        raise ValueError(msg)
+    if noise is None and noise_estimate == 'pixel':
         _, noise = robust_sky_noise(image, valid)
     min_sep = 2.5 * fwhm if min_separation is None else float(min_separation)
     margin = 2.0 * fwhm if margin is None else float(margin)
@@ -159,7 +219,11 @@ def inject_stars(image, n, fwhm, snr_range=(5.0, 50.0), seed=None,
     x, y = _place(rng, image.shape, int(n), margin, min_sep, ax, ay, valid)
     snr = np.exp(rng.uniform(np.log(lo), np.log(hi), x.size))
     ss = psf_sum_squares(fwhm, kind=psf, beta=beta)
-    flux = snr * noise / np.sqrt(ss)
+    if noise_estimate == 'filtered':
+        sigma_f = _filtered_noise(image, valid, _psf_stamp(fwhm, psf, beta))
+        flux = snr * sigma_f / ss
+    else:
+        flux = snr * noise / np.sqrt(ss)
     model = np.zeros(image.shape)
     render_profiles(model, x, y, flux, fwhm, kind=psf, beta=beta)
     if gain is not None:
@@ -190,7 +254,7 @@ def injection_recovery(finder, image, n=100, fwhm=3.0, *,
                        bins=(5.0, 10.0, 20.0, 50.0, np.inf), radius=3.0,
                        seed=None, n_iter=1, mask=None, psf='moffat',
                        beta=3.0, noise=None, min_separation=None,
-                       margin=None):
+                       margin=None, noise_estimate='pixel'):
     """
     Completeness of a finder for stars injected into a real image.
 
@@ -227,7 +291,7 @@ def injection_recovery(finder, image, n=100, fwhm=3.0, *,
         image), to build up statistics without crowding the image.
     mask : 2D bool array_like, optional
         Bad pixels; passed to the finder and kept free of stars.
-    psf, beta, noise, min_separation, margin
+    psf, beta, noise, min_separation, margin, noise_estimate
         As in `inject_stars`.
 
     Returns
@@ -262,7 +326,7 @@ def injection_recovery(finder, image, n=100, fwhm=3.0, *,
             image, n, fwhm, snr_range,
             seed=None if seed is None else base + i, noise=noise, psf=psf,
             avoid=(x0, y0), beta=beta, min_separation=min_separation,
-            margin=margin, mask=mask)
+            margin=margin, mask=mask, noise_estimate=noise_estimate)
         xd, yd = _finder_xy(finder, new, mask)
         _, old, _ = match_sources(x0, y0, xd, yd, radius)
         keep = np.ones(xd.size, dtype=bool)

@@ -107,3 +107,24 @@ def test_injection_recovery_faint_and_tuple_finder(noise_image):
                                       fwhm=3.0, seed=0, bins=[1, 1000],
                                       mask=np.zeros(noise_image.shape, bool))
     assert table['n_found'][0] == 0
+
+
+def test_filtered_noise_estimate():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    white = rng.normal(100.0, 5.0, (256, 256))
+    _, t_pix = inject_stars(white, 5, fwhm=3.0, seed=1)
+    _, t_filt = inject_stars(white, 5, fwhm=3.0, seed=1,
+                             noise_estimate='filtered')
+    # Same answer for white noise ...
+    np.testing.assert_allclose(t_filt['flux'], t_pix['flux'], rtol=0.05)
+    # ... and much brighter stars for the same SNR in correlated noise,
+    # which the pixel-to-pixel noise underestimates.
+    corr = ndimage.gaussian_filter(rng.normal(0.0, 5.0, (256, 256)), 1.5)
+    _, c_pix = inject_stars(corr, 5, fwhm=3.0, seed=1)
+    _, c_filt = inject_stars(corr, 5, fwhm=3.0, seed=1,
+                             noise_estimate='filtered')
+    assert np.all(c_filt['flux'] > 5 * c_pix['flux'])
+    with pytest.raises(ValueError, match='noise_estimate'):
+        inject_stars(white, 1, fwhm=3.0, noise_estimate='local')
