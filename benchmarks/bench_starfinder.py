@@ -367,7 +367,7 @@ def real_images(finders, radius, quick, seed=0):
             continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # non-standard FITS cards
-            from astropy.utils import log
+            from astropy import log
             with log.log_to_list():
                 data = np.asarray(fits.getdata(img_path), dtype=float)
         rx, ry, fwhm, nbright = _reference(cat_path)
@@ -416,8 +416,10 @@ def real_images(finders, radius, quick, seed=0):
             n_found = int(np.sum(table['n_found']))
             entry = {'image': label, 'finder': f.name, 'n_injected': n_true,
                      'completeness': n_found / max(n_true, 1)}
-            for lo, c in zip(table['lo'], table['completeness']):
-                entry[f'c_{lo:g}+'] = float(c)
+            for lo, hi, c in zip(table['lo'], table['hi'],
+                                 table['completeness']):
+                key = f'c_>{lo:g}' if not np.isfinite(hi) else f'c_{lo:g}-{hi:g}'
+                entry[key] = float(c)
             injection.append(entry)
     return agreement, injection
 
@@ -518,9 +520,8 @@ def main(argv=None):
         _worker(name, path, float(fwhm), float(thr))
         return 0
 
-    argv_shown = sys.argv[1:] if argv is None else list(argv)
-    print('$ python benchmarks/bench_starfinder.py '
-          + ' '.join(shlex.quote(a) for a in argv_shown))
+    shown = sys.argv if argv is None else [sys.argv[0], *argv]
+    print('$ python ' + shlex.join(shown))
     print(f'# {_versions()}')
     print(f'# {os.cpu_count()} CPUs, load average '
           f'{", ".join(f"{v:.1f}" for v in os.getloadavg())} at start; '
