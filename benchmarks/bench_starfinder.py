@@ -532,6 +532,11 @@ def main(argv=None):
         if f.unavailable:
             print(f'# {f.name}: skipped ({f.unavailable})')
     active = [f for f in finders if not f.unavailable]
+    if any(f.name == 'SourceFinder' for f in active):
+        import importlib.util
+        if importlib.util.find_spec('skimage') is None:
+            print('# SourceFinder: scikit-image is not installed, so it runs '
+                  'WITHOUT deblending (photutils deblends with skimage)')
     print('# Operating point: each finder at its best-F1 (run threshold, '
           'score cut) over all seeds. Scores swept:')
     for f in active:

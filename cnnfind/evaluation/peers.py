@@ -9,9 +9,13 @@ positions (pixel centres at integers, ``image[j, i]`` centred on
 ``x=i, y=j``), a score to sweep (larger is more significant) and the
 wall-clock time of the whole run, background and noise estimation
 included. The score is chosen so that cutting at ``score >= k``
-reproduces (DAOStarFinder, SEP, SourceFinder) or approximates (the
-others) a run at ``threshold=k``: run once at a low threshold and sweep
-the score to give each finder its best threshold.
+reproduces a run at ``threshold=k`` exactly (DAOStarFinder), up to
+segmentation and deblending differences (SEP, SourceFinder: the
+filtered peak in units of the RMS), or approximately (IRAFStarFinder,
+SExtractor): run at a low threshold and sweep the score to give each
+finder its best threshold. For the segmentation-based finders a lower
+run threshold also merges more neighbours, so a benchmark should try a
+few run thresholds too.
 
 The choices follow the measurements in the project notes
 (``peers.md``):
