@@ -115,7 +115,7 @@ def _sep_unavailable():
 def make_finders(names=None, check=True):
     """The finders of the benchmark, in table order."""
     finders = [
-        Finder('CNNStarFinder', run_cnnfind, (2.0,),
+        Finder('CNNStarFinder', run_cnnfind, (2.0, 3.0, 5.0),
                {'min_probability': 0.01}, 2.0, 'probability'),
         Finder('DAO (defaults)', run_dao, (2.0,), {}, 4.0,
                'DAOFIND statistic'),
