@@ -172,7 +172,9 @@ def simulate_field(shape, config, seed=None, *, background=None):
     result : dict
         ``image`` (float32, ADU), ``mask`` (bool, bad columns),
         ``noise`` (sky noise in ADU), ``stars`` (dict of arrays ``x, y,
-        flux, snr, saturated``) and ``artefacts`` (dict with
+        flux, snr, snr_sky, saturated``: ``snr`` is the matched-filter
+        SNR against the local noise, ``snr_sky`` against the flat sky
+        alone) and ``artefacts`` (dict with
         ``cosmic`` (image of cosmic rays and hot pixels, ADU),
         ``galaxies`` (arrays ``x, y``)).
 
@@ -227,6 +229,15 @@ def simulate_field(shape, config, seed=None, *, background=None):
         scale = rng.uniform(0.1, 0.5) * max(nx, ny)
         sky_model += c.nebula * noise_e * _smooth_field(rng, shape, scale)
 
+    # True matched-filter SNR: the local sky (gradient, nebulosity) adds
+    # photon noise, so stars there are fainter than their nominal SNR.
+    if background is None and sky_model.any():
+        ixs = np.clip(np.round(x).astype(int), 0, nx - 1)
+        iys = np.clip(np.round(y).astype(int), 0, ny - 1)
+        local = np.sqrt(noise_e**2 + np.clip(sky_model[iys, ixs], 0, None))
+        snr_true = snr * noise_e / local
+    else:
+        snr_true = snr
     expected = src + sky_model
     if background is None:
         expected_total = expected + c.sky
@@ -279,7 +290,8 @@ def simulate_field(shape, config, seed=None, *, background=None):
 
     return {'image': img.astype(np.float32), 'mask': mask,
             'noise': float(noise_adu), 'fwhm': c.fwhm,
-            'stars': {'x': x, 'y': y, 'flux': flux_e / c.gain, 'snr': snr,
+            'stars': {'x': x, 'y': y, 'flux': flux_e / c.gain,
+                      'snr': snr_true, 'snr_sky': snr,
                       'saturated': saturated},
             'artefacts': {'cosmic': cosmic.astype(np.float32),
                           'galaxies': {'x': gal_x, 'y': gal_y}}}

@@ -26,8 +26,8 @@ def isotonic_fit(score, label, n_knots=40):
     >>> from cnnfind.training.calibrate import isotonic_fit
     >>> raw, prob = isotonic_fit(np.array([0.1, 0.2, 0.3, 0.4]),
     ...                          np.array([0, 1, 0, 1]))
-    >>> [float(p) for p in prob]
-    [0.0, 0.5, 0.5, 1.0]
+    >>> [float(p) for p in np.interp([0.1, 0.25, 0.4], raw, prob)]
+    [0.0, 0.5, 1.0]
     """
     order = np.argsort(score)
     s, y = np.asarray(score, float)[order], np.asarray(label, float)[order]
@@ -43,10 +43,30 @@ def isotonic_fit(score, label, n_knots=40):
             wts[-2:] = [w]
             ends[-2:] = [ends[-1]]
     fitted = np.repeat(vals, np.diff(np.concatenate([[-1], ends])).astype(int))
-    qs = np.unique(np.quantile(s, np.linspace(0, 1, n_knots)))
+    # Knots dense where the scores are (mostly noise peaks), where the
+    # true sources are, and evenly over the whole range.
+    grid = np.linspace(0, 1, n_knots)
+    knots = [np.quantile(s, grid), np.linspace(s[0], s[-1], n_knots)]
+    if y.any():
+        knots.append(np.quantile(s[y > 0], grid))
+    qs = np.unique(np.concatenate(knots))
     prob = np.interp(qs, s, fitted)
     prob = np.maximum.accumulate(prob)
     return qs, prob
+
+
+def _best_f1_cut(prob, hit, n_true, lo=0.2, hi=0.6):
+    """The probability cut in [lo, hi] that maximises F1."""
+    best, best_f1 = 0.5, -1.0
+    for cut in np.arange(lo, hi + 1e-9, 0.05):
+        sel = prob >= cut
+        tp = int(hit[sel].sum())
+        purity = tp / max(int(sel.sum()), 1)
+        completeness = tp / max(n_true, 1)
+        f1 = 2 * purity * completeness / max(purity + completeness, 1e-12)
+        if f1 > best_f1:
+            best, best_f1 = round(float(cut), 2), f1
+    return best
 
 
 def _greedy_match(xt, yt, xd, yd, radius):
@@ -94,7 +114,7 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
 
     write_card(onnx_path, {k: v for k, v in card.items()
                            if k not in ('calibration',)})
-    scores, labels = [], []
+    scores, labels, n_true = [], [], 0
     for k in range(n_fields):
         rng = np.random.default_rng((seed, k))
         cfg = _random_config(rng, size)
@@ -108,6 +128,9 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
                             max(1.5, 0.5 * cfg.fwhm))
         scores.append(raw)
         labels.append(hit)
+        inside = ((st['x'] > -0.5) & (st['x'] < size - 0.5) & (st['y'] > -0.5)
+                  & (st['y'] < size - 0.5))
+        n_true += int((inside & (st['snr'] >= 3.0)).sum())
     scores = np.concatenate(scores)
     labels = np.concatenate(labels)
     raw_knots, prob_knots = isotonic_fit(scores, labels)
@@ -116,8 +139,13 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
                    'method': 'isotonic regression of matched heatmap peaks '
                              f'on {n_fields} simulated {size}x{size} fields'}
     log(f'calibration: {len(scores)} peaks, {labels.mean():.3f} true')
+    default_p = _best_f1_cut(np.interp(scores, raw_knots, prob_knots),
+                             labels, n_true)
+    log(f'default min_probability (best F1 on calibration fields): '
+        f'{default_p:.2f}')
 
-    card = dict(card, calibration=calibration, default_min_probability=0.5)
+    card = dict(card, calibration=calibration,
+                default_min_probability=default_p)
     write_card(onnx_path, card)
     metrics = {}
     for name in ('sparse', 'crowded', 'faint', 'realistic'):
@@ -152,5 +180,5 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
     metrics['note'] = (f'{metric_size}x{metric_size} seeded scenarios (cnnfind.simulation.'
                        f'make_scenario, seed {seed + 1}), threshold 2 sigma, '
                        'default min_probability, match radius 3 px')
-    return {'calibration': calibration, 'default_min_probability': 0.5,
-            'metrics': metrics}
+    return {'calibration': calibration,
+            'default_min_probability': default_p, 'metrics': metrics}

@@ -206,7 +206,8 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     x = normalize_image(img, valid, sky, noise, ASINH_SCALE)
 
     st = sim['stars']
-    sx, sy, snr = st['x'], st['y'], st['snr']
+    # Labels use the nominal (flat-sky) SNR; see simulate_field.
+    sx, sy, snr = st['x'], st['y'], st['snr_sky']
     inside = (sx > -0.5) & (sx < size - 0.5) & (sy > -0.5) & (sy < size - 0.5)
     ix = np.clip(np.round(sx).astype(int), 0, size - 1)
     iy = np.clip(np.round(sy).astype(int), 0, size - 1)
