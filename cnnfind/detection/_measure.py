@@ -209,7 +209,7 @@ def _dao_columns(filled, xi, yi, kernel, chunk=512):
         out['roundness1'].append(round1)
         out['roundness2'].append(round2)
         out['peak'].append(peak)
-        out['flux'].append((cut * kernel.mask).sum(axis=(1, 2)))
+        out['flux'].append(cut.sum(axis=(1, 2)))
         out['conv_peak'].append(conv_peak)
     return {k: (np.concatenate(v) if v else np.zeros(0))
             for k, v in out.items()}
