@@ -8,6 +8,9 @@ from astropy.stats import sigma_clipped_stats
 
 __all__ = ['robust_sky_noise', 'normalize_image', 'valid_pixel_mask']
 
+#: Pixel lag of the differences used to estimate the noise.
+_NOISE_LAG = 3
+
 
 def valid_pixel_mask(data, mask=None):
     """
@@ -47,10 +50,11 @@ def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,
     Estimate the sky level and its noise with sigma clipping.
 
     The sky is the sigma-clipped median of the pixels. The noise is the
-    sigma-clipped standard deviation of differences of horizontally
-    adjacent pixels divided by :math:`\\sqrt{2}`, which, unlike the
-    clipped standard deviation of the pixels, is not inflated by sky
-    gradients, nebulosity or crowding. Non-finite and invalid pixels
+    sigma-clipped standard deviation of differences of pixels three
+    columns apart divided by :math:`\\sqrt{2}`: unlike the clipped
+    standard deviation of the pixels it is not inflated by sky gradients,
+    nebulosity or crowding, and unlike adjacent-pixel differences it is
+    not lowered by correlated noise (resampled images, plate scans). Non-finite and invalid pixels
     are excluded. Large images are sub-sampled on a regular grid
     (``max_samples`` pixels) to bound the cost.
 
@@ -99,12 +103,13 @@ def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,
         raise ValueError(msg)
     _, median, _ = sigma_clipped_stats(sample.astype(np.float64),
                                        sigma=sigma, maxiters=maxiters)
-    # Noise from horizontally adjacent pixel pairs: insensitive to sky
-    # gradients and nebulosity, which inflate a plain clipped std.
-    ncol = data.shape[1] - data.shape[1] % 2
-    left, right = sub[:, 0:ncol:2], sub[:, 1:ncol:2]
-    ok = subvalid[:, 0:ncol:2] & subvalid[:, 1:ncol:2]
-    diff = (right[ok].astype(np.float64) - left[ok]) / np.sqrt(2.0)
+    # Noise from differences of pixels _NOISE_LAG apart along rows:
+    # insensitive to sky gradients and nebulosity (which inflate a plain
+    # clipped std), and, unlike adjacent pixels, to the pixel-to-pixel
+    # correlation of resampled images and photographic plates.
+    lag = _NOISE_LAG if data.shape[1] > _NOISE_LAG else 1
+    diff = ((sub[:, lag:].astype(np.float64) - sub[:, :-lag])
+            [subvalid[:, lag:] & subvalid[:, :-lag]] / np.sqrt(2.0))
     if diff.size > max_samples:
         diff = diff[::diff.size // max_samples + 1]
     std = np.nan

@@ -133,8 +133,8 @@ def psf_sum_squares(fwhm, *, kind='moffat', beta=3.0, ratio=1.0, theta=0.0):
     Examples
     --------
     >>> from cnnfind.simulation import psf_sum_squares
-    >>> round(1 / psf_sum_squares(3.0, kind='gaussian'), 1)  # 4 pi sigma^2
-    20.4
+    >>> round(1 / psf_sum_squares(3.0, kind="gaussian"), 1)  # ~ 4 pi sigma^2
+    21.2
     """
     radius = int(np.ceil(8 * fwhm)) + 2
     stamp = np.zeros((2 * radius + 1, 2 * radius + 1))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from cnnfind.runtime.normalize import (normalize_image, robust_sky_noise,
                                        valid_pixel_mask)
@@ -194,6 +195,11 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
         sim = simulate_field((size, size), cfg, seed=rng)
     img = sim['image'].copy()
     mask = sim['mask'].copy()
+    fwhm_seen = cfg.fwhm
+    if rng.random() < 0.15:  # correlated noise (resampled images, plates)
+        s = float(rng.uniform(0.4, 0.8))
+        img = ndimage.gaussian_filter(img, s).astype(np.float32)
+        fwhm_seen = float(np.hypot(cfg.fwhm, 2.3548 * s))
     if rng.random() < 0.15:  # masked blobs (NaN) from bad regions
         for _ in range(rng.integers(1, 4)):
             cy, cx = rng.integers(0, size, 2)
@@ -206,8 +212,8 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     x = normalize_image(img, valid, sky, noise, ASINH_SCALE)
 
     st = sim['stars']
-    # Labels use the nominal (flat-sky) SNR; see simulate_field.
-    sx, sy, snr = st['x'], st['y'], st['snr_sky']
+    # Labels use the true matched-filter SNR against the local noise.
+    sx, sy, snr = st['x'], st['y'], st['snr']
     inside = (sx > -0.5) & (sx < size - 0.5) & (sy > -0.5) & (sy < size - 0.5)
     ix = np.clip(np.round(sx).astype(int), 0, size - 1)
     iy = np.clip(np.round(sy).astype(int), 0, size - 1)
@@ -230,7 +236,7 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     if bg_excl is not None:
         weight[bg_excl & (target < 0.5)] = 0.0
     weight *= 1.0 + 20.0 * target
-    hint = cfg.fwhm * float(np.exp(rng.normal(0, 0.1)))
+    hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
     fwhm_in = np.float32(np.log(hint / FWHM_REF))
     return (np.stack([x, valid.astype(np.float32)]), fwhm_in,
             target, weight)
