@@ -7,10 +7,18 @@ import numpy as np
 import pytest
 
 from cnnfind import CNNStarFinder
-from cnnfind.runtime import (ModelError, available_devices, get_session,
-                             list_models, load_model, normalize_image,
-                             robust_sky_noise, run_tiled, tile_windows,
-                             valid_pixel_mask)
+from cnnfind.runtime import (
+    ModelError,
+    available_devices,
+    get_session,
+    list_models,
+    load_model,
+    normalize_image,
+    robust_sky_noise,
+    run_tiled,
+    tile_windows,
+    valid_pixel_mask,
+)
 
 
 class TestRobustSkyNoise:

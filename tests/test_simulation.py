@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
-from cnnfind.simulation import (SCENARIOS, FieldConfig, make_scenario,
-                                psf_sum_squares, render_profiles,
-                                simulate_field)
+from cnnfind.simulation import (
+    SCENARIOS,
+    FieldConfig,
+    make_scenario,
+    psf_sum_squares,
+    render_profiles,
+    simulate_field,
+)
 
 
 @pytest.mark.parametrize(('kind', 'fwhm'), [('gaussian', 1.5),

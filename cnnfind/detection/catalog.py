@@ -2,7 +2,6 @@
 The catalogue object behind `~cnnfind.CNNStarFinder` tables.
 """
 
-import astropy.units as u
 import numpy as np
 from photutils.detection import StarFinderCatalogBase
 

@@ -15,13 +15,16 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
 
 from cnnfind.detection._kernel import _DAOKernel
-from cnnfind.detection._measure import (_dao_columns, _ellipse_coeffs,
-                                        _fit_sources, _neighbour_stamps,
-                                        _render_models)
+from cnnfind.detection._measure import (
+    _dao_columns,
+    _ellipse_coeffs,
+    _fit_sources,
+    _neighbour_stamps,
+    _render_models,
+)
 from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
-from cnnfind.runtime.normalize import (normalize_image, robust_sky_noise,
-                                       valid_pixel_mask)
+from cnnfind.runtime.normalize import normalize_image, robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
 from cnnfind.runtime.tiling import run_tiled

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cnnfind.runtime.normalize import (normalize_image, robust_sky_noise,
-                                       valid_pixel_mask)
+from cnnfind.runtime.normalize import normalize_image, robust_sky_noise, valid_pixel_mask
 from cnnfind.simulation.fields import FieldConfig, simulate_field
 
 __all__ = ['REAL_BACKGROUNDS', 'default_data_dir', 'load_backgrounds',

@@ -16,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cnnfind.training.data import (ASINH_SCALE, FWHM_REF, load_backgrounds,
-                                   make_patch)
+from cnnfind.training.data import ASINH_SCALE, FWHM_REF, load_backgrounds, make_patch
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
