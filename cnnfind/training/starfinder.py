@@ -72,6 +72,9 @@ def build_parser():
                    help='shared data folder (default: ../shared/data)')
     p.add_argument('--no-real', action='store_true',
                    help='do not use real backgrounds')
+    p.add_argument('--init', default=None,
+                   help='start from these weights (a .pt state dict), to '
+                        'fine-tune')
     p.add_argument('--skip-training', action='store_true',
                    help='export/calibrate workdir/best.pt without training')
     p.add_argument('--calib-fields', type=int, default=24,
@@ -99,6 +102,8 @@ def main(argv=None):
         log_file.flush()
 
     model = StarNet()
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
     data_dir = None if args.no_real else args.data_dir
     history = None
     if not args.skip_training:
