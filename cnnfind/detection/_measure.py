@@ -53,12 +53,12 @@ def _normal_equations(jac, w, resid):
     return jtj, jtr
 
 
-def _fit_sources(data, valid, x0, y0, abc, radius, *, iters=6,
+def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
                  others=None):
     """
     Fit ``A * G(x - xc, y - yc) + B`` to each source (Gauss-Newton).
 
-    Invalid pixels have zero weight. ``others`` (stamps as made by
+    ``sky`` is subtracted from ``data``; invalid pixels have zero weight. ``others`` (stamps as made by
     `_neighbour_stamps`), if given, is subtracted first: the summed
     models of all the other sources, so that neighbours do not pull the
     fit.
@@ -70,8 +70,10 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, iters=6,
         the pixel noise (white noise assumed).
     """
     xi, yi = _centres(x0, y0, data.shape)
+    w = _stamps(valid, xi, yi, radius, radius, fill=False)
     d = _stamps(data, xi, yi, radius, radius, fill=0.0).astype(np.float64)
-    w = _stamps(valid, xi, yi, radius, radius, fill=False).astype(np.float64)
+    d = np.where(w, d - sky, 0.0)
+    w = w.astype(np.float64)
     if others is not None:
         d = d - others
     off = np.arange(-radius, radius + 1, dtype=float)
@@ -128,7 +130,8 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, iters=6,
 
 def _render_models(shape, xc, yc, amp, abc, radius):
     """Sum of the fitted Gaussians (no background) on an image."""
-    model = np.zeros((shape[0] + 2 * radius, shape[1] + 2 * radius))
+    model = np.zeros((shape[0] + 2 * radius, shape[1] + 2 * radius),
+                     np.float32)
     xi, yi = _centres(xc, yc, shape)
     off = np.arange(-radius, radius + 1)
     dx = off[None, None, :] + xi[:, None, None] - xc[:, None, None]
@@ -154,12 +157,13 @@ def _neighbour_stamps(shape, xc, yc, amp, abc, radius):
     return _stamps(model, xi, yi, radius, radius) - own
 
 
-def _dao_columns(filled, xi, yi, kernel, chunk=512):
+def _dao_columns(data, valid, fill, xi, yi, kernel, chunk=512):
     """
     DAOFIND's sharpness, roundness1, roundness2, peak, flux and the
     convolved peak, at integer source positions.
 
-    ``filled`` is the image with invalid pixels already replaced.
+    Invalid pixels of ``data`` are replaced by those of ``fill`` (the
+    fitted source models plus the sky).
     """
     ky, kx = kernel.shape
     cy, cx = ky // 2, kx // 2
@@ -170,7 +174,10 @@ def _dao_columns(filled, xi, yi, kernel, chunk=512):
     gk = kernel.gaussian_kernel_unmasked
     for s in range(0, len(xi), chunk):
         sx, sy = xi[s:s + chunk], yi[s:s + chunk]
-        big = _stamps(filled, sx, sy, 2 * cy, 2 * cx, fill=0.0)
+        big = np.where(_stamps(valid, sx, sy, 2 * cy, 2 * cx, fill=True),
+                       _stamps(data, sx, sy, 2 * cy, 2 * cx, fill=0.0),
+                       _stamps(fill, sx, sy, 2 * cy, 2 * cx, fill=0.0)
+                       ).astype(np.float64)
         conv = np.einsum('nyxij,ij->nyx',
                          sliding_window_view(big, (ky, kx), axis=(1, 2)),
                          kernel.data, optimize=True)

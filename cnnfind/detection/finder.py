@@ -44,6 +44,12 @@ _UNSET = _Unset()
 _CARD_KEYS = ('normalization', 'size_multiple', 'halo')
 
 
+def _sigmoid(x):
+    """Logistic function (float32 in, float32 out)."""
+    with np.errstate(over='ignore'):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
 def _none_found():
     """photutils' answer when nothing is found."""
     warnings.warn('No sources were found.', NoDetectionsWarning, stacklevel=3)
@@ -315,15 +321,27 @@ class CNNStarFinder(StarFinderBase):
         heatmap : 2D float32 `~numpy.ndarray`
             Values in [0, 1]; 0 on masked and NaN pixels.
         """
-        data, mask, _ = _unpack_data(data, mask)
+        data, valid, _, sky, noise = self._prepare(data, mask)
+        return _sigmoid(self._logits(data, valid, sky, noise))
+
+    @staticmethod
+    def _prepare(data, mask):
+        """Plain data, validity map, unit, sky and noise."""
+        data, mask, unit = _unpack_data(data, mask)
         valid = valid_pixel_mask(data, mask)
         if not valid.any():
             msg = 'all pixels are masked or NaN: nothing to search'
             raise ValueError(msg)
         sky, noise = robust_sky_noise(data, valid)
-        return self._heatmap(data, valid, sky, noise)
+        return data, valid, unit, sky, noise
 
-    def _heatmap(self, data, valid, sky, noise):
+    def _candidates(self, data, mask=None):
+        """Heatmap peaks ``(x, y, raw score)`` before any other cut."""
+        data, valid, _, sky, noise = self._prepare(data, mask)
+        return self._peaks(self._logits(data, valid, sky, noise))
+
+    def _logits(self, data, valid, sky, noise):
+        """Network logits, tiled; ``-inf`` on invalid pixels."""
         card = self.model.card
         norm = card['normalization']
         multiple = int(card['size_multiple'])
@@ -347,9 +365,8 @@ class CNNStarFinder(StarFinderBase):
         logits = run_tiled(data.shape, run_window, tile=self.tile_size,
                            halo=int(card['halo']), multiple=multiple,
                            progress=self.progress, desc='CNNStarFinder')
-        heat = 1.0 / (1.0 + np.exp(-logits))
-        heat[~valid] = 0.0
-        return heat
+        logits[~valid] = -np.inf
+        return logits
 
     def _calibrate(self, raw):
         cal = self.model.card.get('calibration')
@@ -357,7 +374,8 @@ class CNNStarFinder(StarFinderBase):
             return raw
         return np.interp(raw, cal['raw'], cal['probability'])
 
-    def _peaks(self, heat, valid):
+    def _peaks(self, logits):
+        """Local maxima of the logits that can pass ``min_probability``."""
         cal = self.model.card.get('calibration')
         floor = 0.02
         if cal:
@@ -367,9 +385,11 @@ class CNNStarFinder(StarFinderBase):
                 floor = max(floor, float(np.asarray(cal['raw'])[ok][0]) - 1e-6)
         else:
             floor = max(floor, self.min_probability)
-        local = ndimage.maximum_filter(heat, size=3, mode='constant')
-        yy, xx = np.nonzero((heat >= local) & (heat >= floor) & valid)
-        return xx, yy, heat[yy, xx]
+        floor = min(floor, 1.0 - 1e-7)
+        local = ndimage.maximum_filter(logits, size=3, mode='nearest')
+        yy, xx = np.nonzero((logits >= local)
+                            & (logits >= np.log(floor / (1.0 - floor))))
+        return xx, yy, _sigmoid(logits[yy, xx])
 
     # -- catalogue ---------------------------------------------------------
     def find_stars(self, data, mask=None):
@@ -403,28 +423,23 @@ class CNNStarFinder(StarFinderBase):
             For non-2D data, a mask of the wrong shape, an image with no
             valid pixel or of zero noise, or mismatched units.
         """
-        data, mask, unit = _unpack_data(data, mask)
+        data, valid, unit, sky, noise = self._prepare(data, mask)
         threshold = _strip_unit(self.threshold, unit, 'threshold')
         peak_max = _strip_unit(self.peak_max, unit, 'peak_max')
         if np.ndim(threshold) == 2 and np.shape(threshold) != data.shape:
             msg = 'a 2D threshold must have the same shape as the data'
             raise ValueError(msg)
-        valid = valid_pixel_mask(data, mask)
-        if not valid.any():
-            msg = 'all pixels are masked or NaN: nothing to search'
-            raise ValueError(msg)
-        sky, noise = robust_sky_noise(data, valid)
-        heat = self._heatmap(data, valid, sky, noise)
+        logits = self._logits(data, valid, sky, noise)
 
         if self.xycoords is None:
-            px, py, raw = self._peaks(heat, valid)
+            px, py, raw = self._peaks(logits)
         else:
             px = np.round(self.xycoords[:, 0]).astype(int)
             py = np.round(self.xycoords[:, 1]).astype(int)
             inside = ((px >= 0) & (px < data.shape[1]) & (py >= 0)
                       & (py < data.shape[0]))
             px, py = px[inside], py[inside]
-            raw = heat[py, px]
+            raw = _sigmoid(logits[py, px])
         prob = self._calibrate(raw)
         if self.xycoords is None:
             keep = prob >= self.min_probability
@@ -433,20 +448,21 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
 
         # Sub-pixel start from the heatmap's local quadratic.
-        x0, y0 = self._subpixel(heat, px, py)
+        x0, y0 = self._subpixel(logits, px, py)
+        del logits
         abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
                               self.theta)
         # The PSF core carries the centroid information; a larger window
         # only lets neighbours in.
         radius = max(2, int(np.ceil(self.fwhm)))
-        sub = np.where(valid, data - sky, 0.0).astype(np.float32)
-        xc, yc, amp, _, rel = _fit_sources(sub, valid, x0, y0, abc, radius)
+        xc, yc, amp, _, rel = _fit_sources(data, valid, x0, y0, abc, radius,
+                                           sky=sky)
         for _ in range(2):  # refit with the neighbours subtracted
             others = _neighbour_stamps(data.shape, xc, yc,
                                        np.clip(amp, 0, None), abc, radius)
-            xc, yc, amp, _, rel = _fit_sources(sub, valid, xc, yc, abc,
-                                               radius, others=others,
-                                               iters=3)
+            xc, yc, amp, _, rel = _fit_sources(data, valid, xc, yc, abc,
+                                               radius, sky=sky,
+                                               others=others, iters=3)
 
         order = np.argsort(-prob)
         keep = self._dedupe(xc, yc, order)
@@ -470,8 +486,8 @@ class CNNStarFinder(StarFinderBase):
 
         # DAOFIND columns on data whose bad pixels hold the fitted model.
         model = _render_models(data.shape, xc, yc, amp, abc, radius)
-        filled = np.where(valid, data, model + sky).astype(np.float64)
-        cols = _dao_columns(filled, xi, yi, self.kernel)
+        model += sky
+        cols = _dao_columns(data, valid, model, xi, yi, self.kernel)
         # DAOFIND's threshold scaling, for daofind_mag.
         dao_thr = (thr if np.ndim(thr) == 0 else thr[good]) * (
             self.kernel.rel_err if self.scale_threshold else 1.0)

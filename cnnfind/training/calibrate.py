@@ -88,13 +88,6 @@ def _greedy_match(xt, yt, xd, yd, radius):
     return hit
 
 
-def _raw_peaks(finder, image, mask=None):
-    heat = finder.heatmap(image, mask=mask)
-    from cnnfind.runtime.normalize import valid_pixel_mask
-    valid = valid_pixel_mask(image, mask)
-    return finder._peaks(heat, valid)
-
-
 def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
                          metric_size=512, log=print):
     """
@@ -121,7 +114,7 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
         sim = simulate_field((size, size), cfg, seed=rng)
         finder = CNNStarFinder(0.0, cfg.fwhm, model=onnx_path,
                                min_probability=0.0)
-        px, py, raw = _raw_peaks(finder, sim['image'], sim['mask'])
+        px, py, raw = finder._candidates(sim['image'], sim['mask'])
         st = sim['stars']
         real = st['snr'] >= 2.0
         hit = _greedy_match(st['x'][real], st['y'][real], px, py,
