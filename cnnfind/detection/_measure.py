@@ -58,10 +58,10 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
     """
     Fit ``A * G(x - xc, y - yc) + B`` to each source (Gauss-Newton).
 
-    ``sky`` is subtracted from ``data``; invalid pixels have zero weight. ``others`` (stamps as made by
-    `_neighbour_stamps`), if given, is subtracted first: the summed
-    models of all the other sources, so that neighbours do not pull the
-    fit.
+    ``sky`` is subtracted from ``data``; invalid pixels have zero
+    weight. ``others`` (stamps as made by `_neighbour_stamps`), if given,
+    is subtracted too: the summed models of all the other sources, so
+    that neighbours do not pull the fit.
 
     Returns
     -------
