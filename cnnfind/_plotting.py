@@ -8,17 +8,10 @@ only imported inside the functions.
 
 import numpy as np
 
+from cnnfind.evaluation._tables import _X_NAMES, _Y_NAMES, _column
+
 __all__ = []
 
-_X_NAMES = ('x_centroid', 'xcentroid', 'x')
-_Y_NAMES = ('y_centroid', 'ycentroid', 'y')
-
-
-def _column(table, names):
-    for name in names:
-        if name in table.colnames:
-            return np.asarray(getattr(table[name], 'value', table[name]), dtype=float)
-    raise KeyError(f'table has none of the columns {names}')
 
 
 def _save_overlay(data, table, path, title=None, radius=None, dpi=150):

@@ -24,7 +24,12 @@ from cnnfind.detection._measure import (
 )
 from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
-from cnnfind.runtime.normalize import normalize_image, robust_sky_noise, valid_pixel_mask
+from cnnfind.runtime.normalize import (
+    check_mask_shape,
+    normalize_image,
+    robust_sky_noise,
+    valid_pixel_mask,
+)
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
 from cnnfind.runtime.tiling import run_tiled
@@ -81,8 +86,8 @@ def _unpack_data(data, mask):
     unit = None
     if isinstance(data, NDData):
         if data.mask is not None:
-            mask = data.mask if mask is None else (np.asarray(mask)
-                                                   | data.mask)
+            mask = data.mask if mask is None else (
+                check_mask_shape(mask, np.shape(data.data)) | data.mask)
         unit = data.unit
         data = data.data
     if isinstance(data, u.Quantity):
@@ -90,7 +95,8 @@ def _unpack_data(data, mask):
         data = data.value
     if isinstance(data, np.ma.MaskedArray):
         m = np.ma.getmaskarray(data)
-        mask = m if mask is None else (np.asarray(mask, bool) | m)
+        mask = m if mask is None else (
+            check_mask_shape(mask, data.shape).astype(bool) | m)
         data = data.filled(np.nan)
     data = np.asarray(data)
     if data.ndim != 2:
@@ -106,11 +112,7 @@ def _unpack_data(data, mask):
     # Native byte order float32 (FITS data are big-endian).
     data = data.astype(np.float32, copy=False)
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != data.shape:
-            msg = (f'mask has shape {mask.shape} but data has shape '
-                   f'{data.shape}; they must be the same')
-            raise ValueError(msg)
+        mask = check_mask_shape(mask, data.shape)
     return data, mask, unit
 
 

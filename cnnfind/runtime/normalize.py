@@ -6,7 +6,8 @@ cnnfind network sees.
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-__all__ = ['robust_sky_noise', 'normalize_image', 'valid_pixel_mask']
+__all__ = ['robust_sky_noise', 'normalize_image', 'valid_pixel_mask',
+           'check_mask_shape']
 
 #: Pixel lag of the differences used to estimate the noise.
 _NOISE_LAG = 3
@@ -35,13 +36,27 @@ def valid_pixel_mask(data, mask=None):
     """
     valid = np.isfinite(data)
     if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != data.shape:
-            msg = (f'mask has shape {mask.shape} but data has shape '
-                   f'{data.shape}; they must be the same')
-            raise ValueError(msg)
-        valid &= ~mask.astype(bool)
+        valid &= ~check_mask_shape(mask, data.shape).astype(bool)
     return valid
+
+
+def check_mask_shape(mask, shape):
+    """
+    ``mask`` as an array, or a clear `ValueError` if its shape differs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnfind.runtime import check_mask_shape
+    >>> check_mask_shape(np.zeros((2, 3), bool), (2, 3)).shape
+    (2, 3)
+    """
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        msg = (f'mask has shape {mask.shape} but data has shape '
+               f'{tuple(shape)}; they must be the same')
+        raise ValueError(msg)
+    return mask
 
 
 def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,

@@ -2,7 +2,6 @@
 ONNX export with a torch/onnxruntime parity check, and model cards.
 """
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -10,16 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ['export_onnx', 'check_parity', 'write_card', 'sha256_file']
+from cnnfind.runtime.registry import _sha256
 
-
-def sha256_file(path):
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ['export_onnx', 'check_parity', 'write_card']
 
 
 def export_onnx(model, example_inputs, path, *, input_names, output_names,
@@ -66,7 +58,7 @@ def write_card(onnx_path, card):
     """
     onnx_path = Path(onnx_path)
     card = dict(card)
-    card['sha256'] = sha256_file(onnx_path)
+    card['sha256'] = _sha256(onnx_path)
     card['file'] = onnx_path.name
     out = onnx_path.with_suffix('.json')
     out.write_text(json.dumps(card, indent=2, sort_keys=False) + '\n')
