@@ -155,7 +155,7 @@ def _draw_targets(shape, x, y, positive, ignore_xy, sigma=0.8):
 
 
 def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
-               snr_ignore=2.0):
+               snr_ignore=2.0, max_tries=10):
     """
     One training example.
 
@@ -169,6 +169,20 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     target, weight : float32 arrays (size, size)
         Centre heatmap and per-pixel loss weight (0 = ignored).
     """
+    for _ in range(max_tries - 1):
+        try:
+            return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
+                                    snr_ignore)
+        except ValueError:
+            # A patch that cannot be normalised (e.g. a real crop that is
+            # saturated or masked throughout): draw another one.
+            continue
+    return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
+                            snr_ignore)
+
+
+def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
+    """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
     bg_excl = None
     background = None
