@@ -63,7 +63,7 @@ def build_parser():
                    help='folder for starfinder.onnx and starfinder.json')
     p.add_argument('--workdir', default='runs/starfinder',
                    help='checkpoints and logs')
-    p.add_argument('--steps', type=int, default=5000)
+    p.add_argument('--steps', type=int, default=4000)
     p.add_argument('--batch-size', type=int, default=16)
     p.add_argument('--patch', type=int, default=128)
     p.add_argument('--lr', type=float, default=2e-3)
