@@ -306,16 +306,22 @@ class TestQuality:
         # SNR ~ 2000 * sqrt(1 / (4 pi sigma^2)) ~ 97: CRB ~ 0.6*3/97 = 0.02 px
         assert np.sqrt(np.mean(errs**2)) < 0.06
 
-    def test_close_pair_resolved(self):
-        rng = np.random.default_rng(7)
+    @pytest.mark.parametrize('seed', range(4))
+    def test_close_pair_resolved(self, seed):
+        # 5 px = 1.67 FWHM apart: DAOStarFinder (min_separation 2.5 FWHM)
+        # merges the pair, CNNStarFinder keeps both.
+        rng = np.random.default_rng(seed)
         img = rng.normal(0, 1, (48, 48))
-        render_profiles(img, [22.0, 26.0], [24.0, 24.5], [3000.0, 2500.0],
-                        3.0, kind='gaussian')
+        ang = rng.uniform(0, np.pi)
+        xs = 24 + np.array([-2.5, 2.5]) * np.cos(ang)
+        ys = 24 + np.array([-2.5, 2.5]) * np.sin(ang)
+        render_profiles(img, xs, ys, [3000.0, 2000.0], 3.0, kind='gaussian')
         tbl = CNNStarFinder(5.0, 3.0)(img)
         assert len(tbl) == 2
-        assert sorted(np.round(tbl['x_centroid'])) == [22, 26]
-        dao = DAOStarFinder(5.0, 3.0)(img)
-        assert len(dao) == 1
+        for x, y in zip(xs, ys):
+            d = np.hypot(tbl['x_centroid'] - x, tbl['y_centroid'] - y)
+            assert d.min() < 0.3
+        assert len(DAOStarFinder(5.0, 3.0)(img)) == 1
 
     def test_cosmic_ray_rejected(self):
         img = single_star(x=12.0, y=12.0, flux=3000.0, shape=(48, 48))
@@ -326,20 +332,29 @@ class TestQuality:
         assert tbl['x_centroid'][0] == pytest.approx(12.0, abs=0.1)
 
     def test_seeded_field_detection_quality(self):
-        sim = simulate_field((256, 256), FieldConfig(density=1500, fwhm=3.0,
-                                                     snr_min=3.0), seed=21)
-        data = sim['image'] - np.median(sim['image'])
-        tbl = CNNStarFinder(3 * sim['noise'], 3.0)(data)
-        st = sim['stars']
-        inside = ((st['x'] >= 0) & (st['x'] <= 255) & (st['y'] >= 0)
-                  & (st['y'] <= 255))
-        bright = inside & (st['snr'] >= 8)
-        xd, yd = np.asarray(tbl['x_centroid']), np.asarray(tbl['y_centroid'])
-        hit = _greedy_match(st['x'][inside & (st['snr'] >= 2)],
-                            st['y'][inside & (st['snr'] >= 2)], xd, yd, 2.0)
-        found = _greedy_match(xd, yd, st['x'][bright], st['y'][bright], 2.0)
-        assert hit.mean() >= 0.95  # purity
-        assert found.mean() >= 0.93  # completeness at SNR >= 8
+        n_det = n_good = n_bright = n_found = 0
+        for seed in (21, 22, 23):
+            sim = simulate_field((256, 256), FieldConfig(
+                density=1500, fwhm=3.0, snr_min=3.0), seed=seed)
+            data = sim['image'] - np.median(sim['image'])
+            tbl = CNNStarFinder(4 * sim['noise'], 3.0)(data)
+            st = sim['stars']
+            inside = ((st['x'] >= 0) & (st['x'] <= 255) & (st['y'] >= 0)
+                      & (st['y'] <= 255))
+            real = inside & (st['snr'] >= 2)
+            bright = inside & (st['snr'] >= 8)
+            xd = np.asarray(tbl['x_centroid'])
+            yd = np.asarray(tbl['y_centroid'])
+            n_det += len(tbl)
+            n_good += _greedy_match(st['x'][real], st['y'][real], xd, yd,
+                                    2.0).sum()
+            n_bright += bright.sum()
+            n_found += _greedy_match(xd, yd, st['x'][bright],
+                                     st['y'][bright], 2.0).sum()
+        # Measured: purity 1.00, completeness 0.94 (SNR >= 8, blends
+        # within about 1.5 FWHM of a brighter star are the misses).
+        assert n_good / n_det >= 0.97
+        assert n_found / n_bright >= 0.90
 
     def test_xycoords_skips_detection(self, sparse_field):
         xy = np.array([[50.0, 60.0], [120.0, 30.0]])

@@ -178,7 +178,7 @@ class CNNStarFinder(StarFinderBase):
         positions (their probability is still reported).
     min_separation : float or `None`, optional
         Minimum separation of sources in pixels. `None` (default) lets
-        the network resolve pairs down to about one FWHM; unlike
+        the network resolve pairs down to about 1.5-1.7 FWHM; unlike
         `DAOStarFinder` (2.5 FWHM) close pairs are kept.
     scale_threshold : bool, optional
         If `True` (default) ``threshold`` is multiplied by the fitted
