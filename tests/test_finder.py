@@ -337,7 +337,7 @@ class TestQuality:
             sim = simulate_field((256, 256), FieldConfig(
                 density=1500, fwhm=3.0, snr_min=3.0), seed=seed)
             data = sim['image'] - np.median(sim['image'])
-            tbl = CNNStarFinder(4 * sim['noise'], 3.0)(data)
+            tbl = CNNStarFinder(5 * sim['noise'], 3.0)(data)
             st = sim['stars']
             inside = ((st['x'] >= 0) & (st['x'] <= 255) & (st['y'] >= 0)
                       & (st['y'] <= 255))

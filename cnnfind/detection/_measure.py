@@ -66,8 +66,9 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
     Returns
     -------
     xc, yc, amp, bkg, amp_rel_err : 1D arrays
-        ``amp_rel_err`` is the amplitude's standard error in units of
-        the pixel noise (white noise assumed).
+        ``amp_rel_err`` is the amplitude's matched-filter standard error
+        in units of the pixel noise (white noise, local background
+        known).
     """
     xi, yi = _centres(x0, y0, data.shape)
     w = _stamps(valid, xi, yi, radius, radius, fill=False)
@@ -119,12 +120,11 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
         yc = np.clip(yc, np.maximum(y0 - limit, -0.5),
                      np.minimum(y0 + limit, data.shape[0] - 0.5))
     g = _gauss(gx - xc[:, None, None], gy - yc[:, None, None], abc)
-    jac = np.stack([g, np.ones_like(g)], axis=-1).reshape(n, -1, 2)
-    jtj, _ = _normal_equations(jac, w, None)
-    det = jtj[:, 0, 0] * jtj[:, 1, 1] - jtj[:, 0, 1]**2
-    with np.errstate(divide='ignore', invalid='ignore'):
-        rel_err = np.sqrt(jtj[:, 1, 1] / det)
-    rel_err[~np.isfinite(rel_err)] = np.inf
+    # Matched-filter error of the amplitude with the local background
+    # taken as known, as detection thresholds on a background-subtracted
+    # image (SExtractor, SEP) treat it.
+    with np.errstate(divide='ignore'):
+        rel_err = 1.0 / np.sqrt((w * g**2).sum(axis=(1, 2)))
     return xc, yc, amp, bkg, rel_err
 
 
