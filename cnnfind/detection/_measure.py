@@ -70,6 +70,8 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
         in units of the pixel noise (white noise, local background
         known).
     """
+    if len(x0) == 0:
+        return tuple(np.zeros(0) for _ in range(5))
     xi, yi = _centres(x0, y0, data.shape)
     w = _stamps(valid, xi, yi, radius, radius, fill=False)
     d = _stamps(data, xi, yi, radius, radius, fill=0.0).astype(np.float64)

@@ -34,6 +34,8 @@ class _CNNStarFinderCatalog(StarFinderCatalogBase):
             'probability': np.asarray(probability, float),
             'conv_peak': np.asarray(columns.get('conv_peak',
                                                 np.zeros(len(x))), float),
+            'saturated': np.asarray(columns.get('saturated',
+                                                np.zeros(len(x), bool)), bool),
         }
         dummy = np.zeros((1, 1)) if unit is None else np.zeros((1, 1)) * unit
         super().__init__(dummy, np.column_stack([x, y]).reshape(-1, 2),

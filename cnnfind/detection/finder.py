@@ -21,7 +21,9 @@ from cnnfind.detection._measure import (
     _fit_sources,
     _neighbour_stamps,
     _render_models,
+    _stamps,
 )
+from cnnfind.detection._saturation import _saturated_stars
 from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
@@ -441,30 +443,50 @@ class CNNStarFinder(StarFinderBase):
             inside = ((px >= 0) & (px < data.shape[1]) & (py >= 0)
                       & (py < data.shape[0]))
             px, py = px[inside], py[inside]
-            raw = _sigmoid(logits[py, px])
+            # The heatmap's best value within a pixel of each position.
+            raw = _sigmoid(_stamps(logits, px, py, 1, 1, fill=-np.inf)
+                           .max(axis=(1, 2)))
         prob = self._calibrate(raw)
         if self.xycoords is None:
             keep = prob >= self.min_probability
             px, py, prob = px[keep], py[keep], prob[keep]
-        if len(px) == 0:
-            return _none_found()
-
         # Sub-pixel start from the heatmap's local quadratic.
         x0, y0 = self._subpixel(logits, px, py)
+        sat_x, sat_y, plateaus, sat_ids, sat_region = (
+            _saturated_stars(data, valid, sky, noise, self.fwhm)
+            if self.xycoords is None else
+            (np.zeros(0), np.zeros(0), None, None, None))
+        if sat_region is not None:
+            # One detection per saturated star, at its plateau; the
+            # network's peaks on its plateau and halo are fragments.
+            off = ~sat_region[py, px]
+            x0, y0, prob = x0[off], y0[off], prob[off]
+            sat_prob = self._calibrate(_sigmoid(np.asarray(
+                ndimage.maximum(logits, plateaus, sat_ids))))
         del logits
+        if len(x0) == 0 and len(sat_x) == 0:
+            return _none_found()
         abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
                               self.theta)
         # The PSF core carries the centroid information; a larger window
         # only lets neighbours in.
         radius = max(2, int(np.ceil(self.fwhm)))
-        xc, yc, amp, _, rel = _fit_sources(data, valid, x0, y0, abc, radius,
-                                           sky=sky)
+        # Saturated pixels carry no shape information: fit the wings.
+        fit_valid = valid if sat_region is None else valid & ~sat_region
+        xc, yc, amp, _, rel = _fit_sources(data, fit_valid, x0, y0, abc,
+                                           radius, sky=sky)
         for _ in range(2):  # refit with the neighbours subtracted
             others = _neighbour_stamps(data.shape, xc, yc,
                                        np.clip(amp, 0, None), abc, radius)
-            xc, yc, amp, _, rel = _fit_sources(data, valid, xc, yc, abc,
+            xc, yc, amp, _, rel = _fit_sources(data, fit_valid, xc, yc, abc,
                                                radius, sky=sky,
                                                others=others, iters=3)
+        if len(sat_x):
+            # Saturated stars pass any threshold; centroid of the plateau.
+            xc, yc = np.concatenate([xc, sat_x]), np.concatenate([yc, sat_y])
+            amp = np.concatenate([amp, np.full(len(sat_x), np.inf)])
+            rel = np.concatenate([rel, np.ones(len(sat_x))])
+            prob = np.concatenate([prob, sat_prob])
 
         order = np.argsort(-prob)
         keep = self._dedupe(xc, yc, order)
@@ -479,7 +501,7 @@ class CNNStarFinder(StarFinderBase):
             thr = np.asarray(thr)[yi, xi]
         thr_eff = thr * rel if self.scale_threshold else thr * np.ones_like(rel)
         # No detection may be centred on a masked or NaN pixel.
-        good = (np.isfinite(amp) & (amp >= thr_eff) & (amp > 0)
+        good = (~np.isnan(amp) & (amp >= thr_eff) & (amp > 0)
                 & valid[yi, xi])
         xc, yc, xi, yi = xc[good], yc[good], xi[good], yi[good]
         amp, prob = amp[good], prob[good]
@@ -487,7 +509,9 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
 
         # DAOFIND columns on data whose bad pixels hold the fitted model.
-        model = _render_models(data.shape, xc, yc, amp, abc, radius)
+        model = _render_models(data.shape, xc, yc,
+                               np.where(np.isfinite(amp), amp, 0.0), abc,
+                               radius)
         model += sky
         cols = _dao_columns(data, valid, model, xi, yi, self.kernel)
         # DAOFIND's threshold scaling, for daofind_mag.
@@ -496,6 +520,7 @@ class CNNStarFinder(StarFinderBase):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
             cols['daofind_mag'] = -2.5 * np.log10(cols['conv_peak'] / dao_thr)
+        cols['saturated'] = np.isinf(amp)
 
         cat = _CNNStarFinderCatalog(
             xc, yc, prob, cols, n_pixels=self.kernel.data.size, unit=unit,
@@ -540,10 +565,17 @@ class CNNStarFinder(StarFinderBase):
 
     def _filters(self, cat, shape, peak_max):
         ok = np.ones(len(cat), bool)
-        for name in ('x_centroid', 'y_centroid', 'sharpness', 'roundness1',
-                     'roundness2', 'peak', 'flux'):
-            ok &= np.isfinite(cat.values[name]) | (
-                name in ('sharpness', 'roundness1', 'roundness2'))
+        v = cat.values
+        # DAOStarFinder's rule: measurements must be finite and the flux
+        # positive. The flat core of a saturated star leaves DAOFIND's
+        # sharpness, roundness2 and daofind_mag undefined (NaN); such
+        # stars are kept.
+        for name in ('x_centroid', 'y_centroid', 'roundness1', 'peak',
+                     'flux', 'probability'):
+            ok &= np.isfinite(v[name])
+        ok &= v['flux'] > 0
+        for name in ('sharpness', 'roundness2', 'daofind_mag'):
+            ok &= np.isfinite(v[name]) | v['saturated']
         if self.sharpness_range is not None:
             s = cat.values['sharpness']
             ok &= (s >= self.sharpness_range[0]) & (s <= self.sharpness_range[1])
