@@ -461,8 +461,9 @@ class CNNStarFinder(StarFinderBase):
             # network's peaks on its plateau and halo are fragments.
             off = ~sat_region[py, px]
             x0, y0, prob = x0[off], y0[off], prob[off]
-            sat_prob = self._calibrate(_sigmoid(np.asarray(
-                ndimage.maximum(logits, plateaus, sat_ids))))
+            # A plateau this far above the sky is a source for certain;
+            # this is not a network decision, so it is not calibrated.
+            sat_prob = np.ones(len(sat_x))
         del logits
         if len(x0) == 0 and len(sat_x) == 0:
             return _none_found()
@@ -566,14 +567,14 @@ class CNNStarFinder(StarFinderBase):
     def _filters(self, cat, shape, peak_max):
         ok = np.ones(len(cat), bool)
         v = cat.values
-        # DAOStarFinder's rule: measurements must be finite and the flux
-        # positive. The flat core of a saturated star leaves DAOFIND's
-        # sharpness, roundness2 and daofind_mag undefined (NaN); such
-        # stars are kept.
+        # DAOStarFinder's rule: measurements must be finite (``mag`` is
+        # NaN where the box flux is not positive, as in DAOStarFinder;
+        # that happens where the background was not subtracted). The flat
+        # core of a saturated star leaves DAOFIND's sharpness, roundness2
+        # and daofind_mag undefined (NaN); such stars are kept.
         for name in ('x_centroid', 'y_centroid', 'roundness1', 'peak',
                      'flux', 'probability'):
             ok &= np.isfinite(v[name])
-        ok &= v['flux'] > 0
         for name in ('sharpness', 'roundness2', 'daofind_mag'):
             ok &= np.isfinite(v[name]) | v['saturated']
         if self.sharpness_range is not None:
