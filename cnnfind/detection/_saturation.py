@@ -28,15 +28,11 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     -------
     x, y : 1D arrays
         Pixel centroids of the plateaus.
-    plateaus : 2D int array or `None`
-        Label image of the plateaus (0 elsewhere), labels ``ids``.
-    ids : 1D int array
-        The labels, in the order of ``x`` and ``y``.
     region : 2D bool array or `None`
         The plateaus grown by ``max(2, 1.5 * fwhm)`` pixels; `None` when
         nothing is saturated.
     """
-    empty = (np.zeros(0), np.zeros(0), None, np.zeros(0, int), None)
+    empty = (np.zeros(0), np.zeros(0), None)
     top = float(np.max(data, where=valid, initial=-np.inf))
     if not np.isfinite(top) or top - sky < min_level * noise:
         return empty
@@ -54,4 +50,4 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     grow = max(2, int(np.ceil(1.5 * fwhm)))
     region = ndimage.binary_dilation(labels > 0, np.ones((3, 3)),
                                      iterations=grow)
-    return x, y, labels, ids, region
+    return x, y, region

@@ -452,10 +452,9 @@ class CNNStarFinder(StarFinderBase):
             px, py, prob = px[keep], py[keep], prob[keep]
         # Sub-pixel start from the heatmap's local quadratic.
         x0, y0 = self._subpixel(logits, px, py)
-        sat_x, sat_y, plateaus, sat_ids, sat_region = (
+        sat_x, sat_y, sat_region = (
             _saturated_stars(data, valid, sky, noise, self.fwhm)
-            if self.xycoords is None else
-            (np.zeros(0), np.zeros(0), None, None, None))
+            if self.xycoords is None else (np.zeros(0), np.zeros(0), None))
         if sat_region is not None:
             # One detection per saturated star, at its plateau; the
             # network's peaks on its plateau and halo are fragments.
