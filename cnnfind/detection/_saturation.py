@@ -37,12 +37,15 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     if not np.isfinite(top) or top - sky < min_level * noise:
         return empty
     plateau = valid & (data >= top - max(0.5 * noise, 0.1 * (top - sky)))
+    min_size = max(min_pixels, 0.8 * fwhm**2)
+    if plateau.sum() < min_size:  # the usual case: nothing saturated
+        return empty
     labels, n = ndimage.label(plateau, structure=np.ones((3, 3)))
     if n == 0:
         return empty
     ids = np.arange(1, n + 1)
     sizes = ndimage.sum(plateau, labels, ids)
-    ids = ids[sizes >= max(min_pixels, 0.8 * fwhm**2)]
+    ids = ids[sizes >= min_size]
     if len(ids) == 0:
         return empty
     labels = np.where(np.isin(labels, ids), labels, 0)
