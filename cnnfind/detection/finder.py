@@ -372,15 +372,24 @@ class CNNStarFinder(StarFinderBase):
         logits[~valid] = -np.inf
         return logits
 
-    def _calibrate(self, raw):
+    def _calibration(self):
+        """The calibration knots for this finder's FWHM, or `None`."""
         cal = self.model.card.get('calibration')
-        if not cal:
+        if cal and 'bins' in cal:
+            # Calibrated per FWHM bin (broad stars peak lower).
+            cal = cal['bins'][int(np.searchsorted(cal['fwhm_edges'],
+                                                  self.fwhm, side='right'))]
+        return cal or None
+
+    def _calibrate(self, raw):
+        cal = self._calibration()
+        if cal is None:
             return raw
         return np.interp(raw, cal['raw'], cal['probability'])
 
     def _peaks(self, logits):
         """Local maxima of the logits that can pass ``min_probability``."""
-        cal = self.model.card.get('calibration')
+        cal = self._calibration()
         floor = 0.02
         if cal:
             # Lowest raw score that can reach min_probability.

@@ -14,6 +14,9 @@ from cnnfind.training.data import _random_config
 
 __all__ = ['isotonic_fit', 'calibrate_starfinder']
 
+#: FWHM bin edges (pixels) of the probability calibration.
+FWHM_EDGES = (2.5, 4.0, 6.0)
+
 
 def isotonic_fit(score, label, n_knots=40):
     """
@@ -88,7 +91,7 @@ def _greedy_match(xt, yt, xd, yd, radius):
     return hit
 
 
-def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
+def calibrate_starfinder(onnx_path, card, *, n_fields=48, size=256, seed=0,
                          metric_size=512, log=print):
     """
     Fit the raw-peak-to-probability calibration and measure metrics.
@@ -107,7 +110,7 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
 
     write_card(onnx_path, {k: v for k, v in card.items()
                            if k not in ('calibration',)})
-    scores, labels, n_true = [], [], 0
+    scores, labels, fwhms, n_true = [], [], [], 0
     for k in range(n_fields):
         rng = np.random.default_rng((seed, k))
         cfg = _random_config(rng, size)
@@ -121,19 +124,33 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=24, size=256, seed=0,
                             max(1.5, 0.5 * cfg.fwhm))
         scores.append(raw)
         labels.append(hit)
+        fwhms.append(np.full(len(raw), cfg.fwhm))
         inside = ((st['x'] > -0.5) & (st['x'] < size - 0.5) & (st['y'] > -0.5)
                   & (st['y'] < size - 0.5))
         n_true += int((inside & (st['snr'] >= 3.0)).sum())
     scores = np.concatenate(scores)
     labels = np.concatenate(labels)
-    raw_knots, prob_knots = isotonic_fit(scores, labels)
-    calibration = {'raw': [float(v) for v in raw_knots],
-                   'probability': [float(v) for v in prob_knots],
+    fwhms = np.concatenate(fwhms)
+    # Broad stars are localised less sharply, so their heatmap peaks are
+    # lower: calibrate separately in bins of the FWHM input.
+    overall = isotonic_fit(scores, labels)
+    bins, prob = [], np.zeros(len(scores))
+    for lo, hi in zip([0.0, *FWHM_EDGES], [*FWHM_EDGES, np.inf],
+                      strict=True):
+        sel = (fwhms >= lo) & (fwhms < hi)
+        knots = (isotonic_fit(scores[sel], labels[sel])
+                 if labels[sel].sum() >= 20 else overall)
+        bins.append({'raw': [float(v) for v in knots[0]],
+                     'probability': [float(v) for v in knots[1]]})
+        prob[sel] = np.interp(scores[sel], *knots)
+        log(f'calibration fwhm {lo}-{hi}: {sel.sum()} peaks, '
+            f'{labels[sel].sum()} true')
+    calibration = {'fwhm_edges': list(FWHM_EDGES), 'bins': bins,
                    'method': 'isotonic regression of matched heatmap peaks '
-                             f'on {n_fields} simulated {size}x{size} fields'}
+                             f'on {n_fields} simulated {size}x{size} fields, '
+                             'per FWHM bin'}
     log(f'calibration: {len(scores)} peaks, {labels.mean():.3f} true')
-    default_p = _best_f1_cut(np.interp(scores, raw_knots, prob_knots),
-                             labels, n_true)
+    default_p = _best_f1_cut(prob, labels, n_true)
     log(f'default min_probability (best F1 on calibration fields): '
         f'{default_p:.2f}')
 

@@ -77,7 +77,7 @@ def build_parser():
                         'fine-tune')
     p.add_argument('--skip-training', action='store_true',
                    help='export/calibrate workdir/best.pt without training')
-    p.add_argument('--calib-fields', type=int, default=24,
+    p.add_argument('--calib-fields', type=int, default=48,
                    help='simulated fields used to calibrate probabilities')
     p.add_argument('--metric-size', type=int, default=512,
                    help='size of the scenario fields measured for the card')
