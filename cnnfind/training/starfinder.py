@@ -29,10 +29,6 @@ MODEL_NAME = 'starfinder'
 MODEL_VERSION = '1.0.0'
 
 
-def _example(rng, backgrounds, patch):
-    return make_patch(rng, patch, backgrounds or ())
-
-
 def _forward(model, batch):
     x, fwhm, target, weight = batch
     logits = model(x, fwhm.view(-1, 1, 1, 1))[:, 0]
@@ -42,12 +38,14 @@ def _forward(model, batch):
 class _Example:
     """Picklable example maker (for the DataLoader worker)."""
 
-    def __init__(self, patch, data_dir):
+    def __init__(self, patch, data_dir, use_real=True):
         self.patch = patch
         self.data_dir = data_dir
+        self.use_real = use_real
 
     def setup(self):
-        return load_backgrounds(self.data_dir)
+        """The real backgrounds (none with ``use_real=False``)."""
+        return load_backgrounds(self.data_dir) if self.use_real else []
 
     def __call__(self, rng, context):
         return make_patch(rng, self.patch, context or ())
@@ -104,21 +102,17 @@ def main(argv=None):
     model = StarNet()
     if args.init:
         model.load_state_dict(torch.load(args.init))
-    data_dir = None if args.no_real else args.data_dir
     history = None
     if not args.skip_training:
-        maker = _Example(args.patch, data_dir if not args.no_real else '')
-        if args.no_real:
-            maker.setup = lambda: []
+        maker = _Example(args.patch, args.data_dir, use_real=not args.no_real)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=1, prefetch_factor=4,
             persistent_workers=True)
-        val_maker = _Example(args.patch, data_dir)
-        backgrounds = [] if args.no_real else val_maker.setup()
+        backgrounds = maker.setup()
         log(f'real backgrounds: {[b[0] for b in backgrounds]}')
-        val_stream = iter(PatchStream(val_maker, args.batch_size,
+        val_stream = iter(PatchStream(maker, args.batch_size,
                                       args.seed + 10_000,
                                       setup=lambda: backgrounds))
         val_batches = [next(val_stream) for _ in range(6)]
