@@ -11,5 +11,7 @@ except PackageNotFoundError:  # running from a source tree
 
 from cnnfind.detection import CNNStarFinder  # noqa: E402
 from cnnfind.exceptions import CNNFindWarning  # noqa: E402
+from cnnfind.morphology import GalaxyMorphClassifier  # noqa: E402
 
-__all__ = ['CNNStarFinder', 'CNNFindWarning', '__version__']
+__all__ = ['CNNStarFinder', 'CNNFindWarning', 'GalaxyMorphClassifier',
+           '__version__']

@@ -1,0 +1,7 @@
+"""
+Galaxy morphology: elliptical / spiral / no-galaxy classification.
+"""
+
+from cnnfind.morphology.classifier import GalaxyMorphClassifier
+
+__all__ = ['GalaxyMorphClassifier']

@@ -1,0 +1,185 @@
+"""
+Turn cutouts of any size, type and number of bands into the network's
+input: display-scaled ``(N, 3, size, size)`` float32 in [0, 1].
+
+The classifier was trained on Galaxy Zoo (SDSS gri JPEG) cutouts, which
+are already display-scaled (an asinh stretch with the sky near black).
+Linear data (FITS) are put on the same footing with `display_stretch`,
+whose constants reproduce the typical sky level, noise and galaxy peak
+of those JPEGs.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from cnnfind.runtime.normalize import robust_sky_noise
+
+__all__ = []
+
+#: Display values of the Galaxy Zoo JPEGs (grey level, 0-1): the median
+#: sky, its noise, and the softening of the asinh stretch in noise units
+#: that maps a typical SDSS galaxy peak (~500 sigma) to the median peak
+#: of the JPEGs (0.6).
+DISPLAY = {'sky': 0.013, 'noise': 0.012, 'beta': 11.0}
+
+_STRETCHES = ('auto', 'none', 'asinh')
+
+
+def display_stretch(z, display=None):
+    """
+    Map data in noise units above the sky to display values in [0, 1].
+
+    ``y = sky + noise * beta * asinh(z / beta)``, clipped to [0, 1]:
+    linear with the JPEGs' noise level near the sky, logarithmic for
+    bright sources.
+    """
+    d = DISPLAY if display is None else display
+    y = np.arcsinh(np.asarray(z, dtype=np.float32) / np.float32(d['beta']))
+    y *= np.float32(d['noise'] * d['beta'])
+    y += np.float32(d['sky'])
+    return np.clip(y, 0.0, 1.0, out=y)
+
+
+def _as_bands(image):
+    """``(H, W)`` or ``(H, W, 3)`` to ``(H, W, C)``."""
+    return image[..., None] if image.ndim == 2 else image
+
+
+def _stretch_linear(image, sky_noise=None, display=None):
+    """
+    Display-scale a linear ``(H, W, C)`` image band by band; NaN stay
+    NaN. ``sky_noise`` is a list of (sky, noise) per band, estimated
+    from the image when `None`.
+    """
+    out = np.empty(image.shape, np.float32)
+    for c in range(image.shape[-1]):
+        band = image[..., c].astype(np.float32)
+        if sky_noise is None:
+            sky, noise = robust_sky_noise(band)
+        else:
+            sky, noise = sky_noise[c]
+        out[..., c] = display_stretch((band - sky) / noise, display)
+        out[..., c][~np.isfinite(band)] = np.nan
+    return out
+
+
+def _resample(image, size):
+    """
+    Resample ``(H, W, C)`` to ``(size, size, C)`` with anti-aliasing
+    (Gaussian pre-filter when shrinking, bilinear interpolation).
+    """
+    ny, nx = image.shape[:2]
+    fy, fx = ny / size, nx / size
+    sig = (max(fy - 1.0, 0.0) * 0.5, max(fx - 1.0, 0.0) * 0.5, 0.0)
+    if sig[0] > 0 or sig[1] > 0:
+        image = ndimage.gaussian_filter(image, sig, mode='nearest')
+    yy = (np.arange(size) + 0.5) * fy - 0.5
+    xx = (np.arange(size) + 0.5) * fx - 0.5
+    out = np.empty((size, size, image.shape[-1]), np.float32)
+    grid = np.meshgrid(yy, xx, indexing='ij')
+    for c in range(image.shape[-1]):
+        out[..., c] = ndimage.map_coordinates(image[..., c], grid, order=1,
+                                              mode='nearest')
+    return out
+
+
+def _central_crop(image, fraction):
+    """The central ``fraction`` of ``(H, W, C)`` (at least 1 pixel)."""
+    ny, nx = image.shape[:2]
+    cy, cx = max(1, round(ny * fraction)), max(1, round(nx * fraction))
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    return image[y0:y0 + cy, x0:x0 + cx]
+
+
+def to_network_input(display_image, *, crop, size, fill=None):
+    """
+    One display-scaled ``(H, W, C)`` image (NaN where invalid) to a
+    ``(3, size, size)`` float32 network input and the fraction of
+    invalid pixels in the network's view (the central crop).
+
+    Invalid pixels are replaced by the display sky level, grey images
+    are repeated over the three channels.
+    """
+    fill = DISPLAY['sky'] if fill is None else fill
+    img = _central_crop(display_image, crop)
+    bad = ~np.isfinite(img)
+    masked = float(bad.any(axis=-1).mean())
+    if bad.any():
+        img = np.where(bad, np.float32(fill), img)
+    img = _resample(img.astype(np.float32), size)
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), masked
+
+
+def check_stretch(stretch):
+    """Validate the ``stretch`` argument."""
+    if stretch not in _STRETCHES:
+        msg = f'stretch must be one of {_STRETCHES}, not {stretch!r}'
+        raise ValueError(msg)
+    return stretch
+
+
+def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
+    """
+    A stack of cutouts to network inputs.
+
+    Parameters
+    ----------
+    cutouts : array-like
+        ``(N, H, W)`` single-band or ``(N, H, W, 3)`` colour, uint8
+        (display values 0-255) or float.
+    stretch : {'auto', 'none', 'asinh'}
+        ``'none'``: the values are display values (uint8 0-255, float
+        0-1); ``'asinh'``: linear data, display-scaled per cutout and
+        band with `display_stretch`; ``'auto'``: ``'none'`` for
+        integer and ``'asinh'`` for float data.
+    crop, size : float, int
+        Central fraction kept and network input size.
+
+    Returns
+    -------
+    x : ``(N, 3, size, size)`` float32 `~numpy.ndarray`
+    masked : ``(N,)`` float `~numpy.ndarray`
+        Fraction of invalid pixels in each cutout's central crop (what
+        the network sees).
+    """
+    check_stretch(stretch)
+    arr = np.asarray(cutouts)
+    if arr.dtype.kind not in 'uif' or arr.dtype == bool:
+        msg = f'cutouts must be numeric, not {arr.dtype}'
+        raise TypeError(msg)
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] != 3):
+        msg = ('cutouts must be a stack (N, H, W) of single-band or '
+               f'(N, H, W, 3) of colour images, not shape {arr.shape}')
+        raise ValueError(msg)
+    if arr.shape[0] == 0:
+        msg = 'the stack of cutouts is empty'
+        raise ValueError(msg)
+    if min(arr.shape[1:3]) < 8:
+        msg = (f'cutouts must be at least 8x8 pixels, not '
+               f'{arr.shape[1]}x{arr.shape[2]} (to classify sources in '
+               'a field image, pass positions=)')
+        raise ValueError(msg)
+    if stretch == 'auto':
+        stretch = 'none' if arr.dtype.kind in 'ui' else 'asinh'
+    x = np.empty((arr.shape[0], 3, size, size), np.float32)
+    masked = np.empty(arr.shape[0])
+    for i, cut in enumerate(arr):
+        cut = _as_bands(cut)
+        finite = np.isfinite(cut)
+        if not finite.any():
+            msg = f'cutout {i} has no finite pixels'
+            raise ValueError(msg)
+        if stretch == 'none':
+            disp = cut.astype(np.float32)
+            if arr.dtype.kind in 'ui':
+                disp /= np.float32(np.iinfo(arr.dtype).max)
+        else:
+            try:
+                disp = _stretch_linear(cut)
+            except ValueError as exc:
+                msg = f'cutout {i} cannot be display-scaled: {exc}'
+                raise ValueError(msg) from exc
+        x[i], masked[i] = to_network_input(disp, crop=crop, size=size)
+    return x, masked

@@ -1,0 +1,286 @@
+"""
+GalaxyMorphClassifier: elliptical / spiral / no-galaxy from cutouts or
+from sources of a field image.
+"""
+
+import warnings
+
+import astropy.units as u
+import numpy as np
+from astropy.nddata import NDData
+from astropy.table import QTable
+
+from cnnfind.exceptions import CNNFindWarning
+from cnnfind.morphology._positions import positions_xy
+from cnnfind.morphology._prepare import (
+    _as_bands,
+    _stretch_linear,
+    check_stretch,
+    prepare_cutouts,
+    to_network_input,
+)
+from cnnfind.morphology._stamps import cut_stamp, petrosian_r90
+from cnnfind.runtime.normalize import check_mask_shape, robust_sky_noise
+from cnnfind.runtime.registry import load_model
+from cnnfind.runtime.session import get_session
+from cnnfind.runtime.tiling import _progress_bar
+
+__all__ = ['GalaxyMorphClassifier']
+
+_CARD_KEYS = ('classes', 'input_size', 'crop', 'stamp_scale')
+
+
+def _unwrap(data, mask):
+    """Plain array and mask from ndarray, Quantity, masked or NDData."""
+    if isinstance(data, NDData):
+        if data.mask is not None:
+            nd_mask = np.asarray(data.mask, bool)
+            mask = nd_mask if mask is None else (
+                nd_mask | check_mask_shape(mask, nd_mask.shape).astype(bool))
+        data = data.data
+    if isinstance(data, u.Quantity):
+        data = data.value
+    if isinstance(data, np.ma.MaskedArray):
+        ma_mask = np.ma.getmaskarray(data)
+        mask = ma_mask if mask is None else (
+            ma_mask | check_mask_shape(mask, ma_mask.shape).astype(bool))
+        data = data.filled(np.nan) if data.dtype.kind == 'f' else data.data
+    return np.asarray(data), mask
+
+
+class GalaxyMorphClassifier:
+    """
+    Classify galaxies as elliptical or spiral, and tell them from stars
+    and empty sky, with a convolutional network.
+
+    The bundled model was trained on Galaxy Zoo 1 SDSS colour cutouts
+    (elliptical vs. spiral) and on stars and empty sky cut from real
+    colour and single-band frames (no galaxy). One model handles both
+    colour composites and single-band data: single-band images are
+    shown to it in grey, which it also saw in training.
+
+    Parameters
+    ----------
+    model : str, path-like or `None`, optional
+        A bundled model name, the path of an ``.onnx`` file, or `None`
+        for the bundled ``'galaxymorph'`` model.
+    device : {'auto', 'cpu', 'cuda'}, optional
+        Where to run the network.
+    stretch : {'auto', 'none', 'asinh'}, optional
+        How pixel values become display values. ``'none'``: they
+        already are (uint8 0-255, or float 0-1, as in JPEG or PNG
+        cutouts); ``'asinh'``: linear data (FITS), display-scaled band
+        by band from the robust sky and noise; ``'auto'`` (default):
+        ``'none'`` for integer and ``'asinh'`` for float data.
+    max_masked_fraction : float, optional
+        Sources with more than this fraction of invalid (masked, NaN or
+        off-image) pixels in the network's view of their stamp get NaN
+        probabilities and the label ``'masked'``.
+    batch_size : int, optional
+        Cutouts per network call (bounds the memory).
+    n_threads : int or `None`, optional
+        onnxruntime intra-op threads.
+    progress : bool, optional
+        Show a progress bar over batches.
+
+    Examples
+    --------
+    Two synthetic cutouts, a round smooth blob and empty sky:
+
+    >>> import numpy as np
+    >>> from cnnfind import GalaxyMorphClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> yy, xx = np.mgrid[:128, :128] - 63.5
+    >>> blob = 5000 * np.exp(-np.hypot(xx, yy / 0.7) / 6)
+    >>> cutouts = rng.normal(0, 10, (2, 128, 128)) + [blob, 0 * blob]
+    >>> tbl = GalaxyMorphClassifier()(cutouts)
+    >>> tbl.colnames
+    ['id', 'p_elliptical', 'p_spiral', 'p_no_galaxy', 'label', 'masked_fraction']
+    >>> str(tbl['label'][1])
+    'no_galaxy'
+    """
+
+    def __init__(self, model=None, device='auto', *, stretch='auto',
+                 max_masked_fraction=0.5, batch_size=256, n_threads=None,
+                 progress=False):
+        self.model = load_model(model, 'galaxymorph',
+                                required_keys=_CARD_KEYS)
+        self.device = device
+        self.stretch = check_stretch(stretch)
+        if not 0 <= max_masked_fraction <= 1:
+            msg = 'max_masked_fraction must be within [0, 1]'
+            raise ValueError(msg)
+        self.max_masked_fraction = float(max_masked_fraction)
+        if int(batch_size) < 1:
+            msg = 'batch_size must be a positive integer'
+            raise ValueError(msg)
+        self.batch_size = int(batch_size)
+        self.n_threads = n_threads
+        self.progress = progress
+        card = self.model.card
+        self.classes = tuple(card['classes'])
+        self._size = int(card['input_size'])
+        self._crop = float(card['crop'])
+        self._stamp_scale = float(card['stamp_scale'])
+
+    def __repr__(self):
+        return (f'<{type(self).__name__}(model={self.model.name!r}, '
+                f'device={self.device!r}, stretch={self.stretch!r})>')
+
+    def __call__(self, data, mask=None, positions=None):
+        """
+        Classify cutouts, or sources of a field image.
+
+        Parameters
+        ----------
+        data : array-like, `~astropy.units.Quantity` or `~astropy.nddata.NDData`
+            Either a stack of cutouts centred on the objects, ``(N, H,
+            W)`` single-band or ``(N, H, W, 3)`` colour, framed like
+            Galaxy Zoo cutouts (the galaxy's Petrosian 90 % radius about
+            a fifth of the side), when ``positions`` is `None`; or a
+            field image, ``(H, W)`` or ``(H, W, 3)``, when ``positions``
+            is given. A 2D image without positions is a field whose
+            sources are found by image segmentation.
+        mask : bool array-like, optional
+            `True` for bad pixels (field images only).
+        positions : `~astropy.table.Table` or ``(N, 2)`` array-like, optional
+            Source positions: a finder's table (``x_centroid`` /
+            ``y_centroid``, or the older ``xcentroid`` / ``ycentroid``)
+            or ``(x, y)`` pairs, 0-based pixels.
+
+        Returns
+        -------
+        table : `~astropy.table.QTable`
+            ``id``, the positions (field mode), ``p_elliptical``,
+            ``p_spiral``, ``p_no_galaxy`` (summing to 1), ``label``,
+            ``masked_fraction`` and, in field mode, the stamp side used
+            (``stamp_size``).
+        """
+        arr, mask = _unwrap(data, mask)
+        if positions is None and arr.ndim == 2:
+            positions = self._detect(arr, mask)
+            if positions is None:
+                return None
+        if positions is None:
+            if mask is not None:
+                msg = ('mask is only used with a field image; mask the '
+                       'cutouts with NaN instead')
+                raise ValueError(msg)
+            x, masked = prepare_cutouts(arr, stretch=self.stretch,
+                                        crop=self._crop, size=self._size)
+            return self._table(self._predict(x), masked)
+        return self._classify_field(arr, mask, positions_xy(positions))
+
+    def _field_display(self, arr, mask):
+        """Display-scaled field ``(H, W, C)`` with NaN where invalid."""
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+            msg = ('a field image must be 2D (H, W) or colour (H, W, 3), '
+                   f'not shape {arr.shape}')
+            raise ValueError(msg)
+        if arr.dtype.kind not in 'uif' or arr.dtype == bool:
+            msg = f'data must be numeric, not {arr.dtype}'
+            raise TypeError(msg)
+        bands = _as_bands(arr)
+        valid = np.isfinite(bands).all(axis=-1)
+        if mask is not None:
+            valid &= ~check_mask_shape(mask, arr.shape[:2]).astype(bool)
+        if not valid.any():
+            msg = 'the image has no valid (finite, unmasked) pixels'
+            raise ValueError(msg)
+        stretch = self.stretch
+        if stretch == 'auto':
+            stretch = 'none' if arr.dtype.kind in 'ui' else 'asinh'
+        if stretch == 'none':
+            disp = bands.astype(np.float32)
+            if arr.dtype.kind in 'ui':
+                disp /= np.float32(np.iinfo(arr.dtype).max)
+        else:
+            sky_noise = [robust_sky_noise(bands[..., c], valid)
+                         for c in range(bands.shape[-1])]
+            disp = _stretch_linear(bands, sky_noise)
+        disp[~valid] = np.nan
+        return disp
+
+    def _classify_field(self, arr, mask, xy):
+        disp = self._field_display(arr, mask)
+        ny, nx = disp.shape[:2]
+        outside = ((xy[:, 0] < -0.5) | (xy[:, 0] > nx - 0.5)
+                   | (xy[:, 1] < -0.5) | (xy[:, 1] > ny - 0.5)
+                   | ~np.isfinite(xy).all(axis=1))
+        if outside.any():
+            msg = (f'{outside.sum()} position(s) lie outside the '
+                   f'{ny}x{nx} image, e.g. {xy[outside][0].tolist()}')
+            raise ValueError(msg)
+        grey = disp.mean(axis=-1)
+        grey -= np.nanmedian(grey)
+        x = np.empty((len(xy), 3, self._size, self._size), np.float32)
+        masked = np.empty(len(xy))
+        sides = np.empty(len(xy))
+        for i, (px, py) in enumerate(xy):
+            sides[i] = max(self._stamp_scale * petrosian_r90(grey, px, py),
+                           16.0)
+            stamp = cut_stamp(disp, px, py, sides[i])
+            x[i], masked[i] = to_network_input(stamp, crop=self._crop,
+                                               size=self._size)
+        tbl = self._table(self._predict(x), masked, xy)
+        tbl['stamp_size'] = np.round(sides).astype(int) * u.pix
+        return tbl
+
+    def _detect(self, arr, mask):
+        """Centroids of the sources of a 2D image (segmentation)."""
+        from photutils.segmentation import SourceCatalog, SourceFinder
+        disp = self._field_display(arr, mask)[..., 0]
+        valid = np.isfinite(disp)
+        data = np.where(valid, arr, np.nan).astype(np.float32)
+        sky, noise = robust_sky_noise(data, valid)
+        sub = np.where(valid, data - sky, 0.0)
+        finder = SourceFinder(n_pixels=10, progress_bar=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            segm = finder(sub, 3.0 * noise, mask=~valid)
+        if segm is None:
+            from photutils.utils.exceptions import NoDetectionsWarning
+            warnings.warn('No sources were found.', NoDetectionsWarning,
+                          stacklevel=3)
+            return None
+        cat = SourceCatalog(sub, segm, mask=~valid)
+        return np.column_stack([cat.x_centroid, cat.y_centroid])
+
+    def _predict(self, x):
+        """Class probabilities of network inputs, batch by batch."""
+        session = get_session(self.model, device=self.device,
+                              n_threads=self.n_threads)
+        name = session.get_inputs()[0].name
+        out = np.empty((len(x), len(self.classes)), np.float32)
+        starts = range(0, len(x), self.batch_size)
+        bar = _progress_bar(len(starts), self.progress, 'cutouts')
+        for s in starts:
+            out[s:s + self.batch_size] = session.run(
+                None, {name: x[s:s + self.batch_size]})[0]
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return out
+
+    def _table(self, prob, masked, xy=None):
+        prob = prob.astype(float)
+        bad = masked > self.max_masked_fraction
+        labels = np.array(self.classes, dtype=object)[prob.argmax(axis=1)]
+        if bad.any():
+            warnings.warn(f'{bad.sum()} source(s) have more than '
+                          f'{self.max_masked_fraction:.0%} of the '
+                          'network\'s view masked: probabilities set to NaN, label '
+                          "'masked'", CNNFindWarning, stacklevel=3)
+            prob[bad] = np.nan
+            labels[bad] = 'masked'
+        tbl = QTable()
+        tbl['id'] = np.arange(1, len(prob) + 1)
+        if xy is not None:
+            tbl['x_centroid'] = xy[:, 0]
+            tbl['y_centroid'] = xy[:, 1]
+        for k, name in enumerate(self.classes):
+            tbl[f'p_{name}'] = prob[:, k]
+        tbl['label'] = labels.astype(str)
+        tbl['masked_fraction'] = masked
+        return tbl

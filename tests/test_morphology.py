@@ -1,0 +1,289 @@
+"""
+GalaxyMorphClassifier: input modes, positions, masks, bad inputs and
+accuracy on real Galaxy Zoo cutouts.
+"""
+
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.nddata import NDData
+from astropy.table import QTable, Table
+
+from cnnfind import GalaxyMorphClassifier
+from cnnfind.exceptions import CNNFindWarning
+from cnnfind.morphology._prepare import display_stretch, prepare_cutouts
+from cnnfind.morphology._stamps import cut_stamp, petrosian_r90
+from cnnfind.runtime.registry import ModelError
+from cnnfind.training.data import default_data_dir
+
+PROB_COLS = ['p_elliptical', 'p_spiral', 'p_no_galaxy']
+DATA = default_data_dir()
+
+
+@pytest.fixture(scope='module')
+def clf():
+    return GalaxyMorphClassifier(device='cpu')
+
+
+def _blob(shape, x, y, amp=5000.0, scale=6.0, q=0.7):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return amp * np.exp(-np.hypot(xx - x, (yy - y) / q) / scale)
+
+
+@pytest.fixture(scope='module')
+def field():
+    rng = np.random.default_rng(1)
+    img = rng.normal(100.0, 5.0, (300, 400))
+    img += _blob(img.shape, 110.0, 160.0)
+    img += _blob(img.shape, 300.0, 80.0, amp=3000.0, scale=4.0, q=0.5)
+    return img, np.array([[110.0, 160.0], [300.0, 80.0], [250.0, 250.0]])
+
+
+# --- output contract -------------------------------------------------------
+
+def test_cutouts_single_band(clf):
+    rng = np.random.default_rng(0)
+    cut = rng.normal(0, 10, (3, 100, 120)) + _blob((100, 120), 59.5, 49.5)
+    tbl = clf(cut)
+    assert isinstance(tbl, QTable)
+    assert tbl.colnames == ['id', *PROB_COLS, 'label', 'masked_fraction']
+    assert list(tbl['id']) == [1, 2, 3]
+    prob = np.column_stack([tbl[c] for c in PROB_COLS])
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-5)
+    assert set(tbl['label']) <= {'elliptical', 'spiral', 'no_galaxy'}
+    best = np.array(['elliptical', 'spiral', 'no_galaxy'])[prob.argmax(1)]
+    assert list(tbl['label']) == list(best)
+
+
+def test_colour_uint8_and_display_float_agree(clf):
+    rng = np.random.default_rng(2)
+    disp = np.clip(display_stretch(_blob((90, 90), 44.5, 44.5, 500, 5.0)
+                                   / 5.0 + rng.normal(0, 1, (90, 90))),
+                   0, 1)
+    rgb8 = np.rint(np.repeat(disp[None, ..., None], 3, -1) * 255)
+    a = clf(rgb8.astype(np.uint8))
+    b = GalaxyMorphClassifier(stretch='none', device='cpu')(rgb8 / 255.0)
+    for c in PROB_COLS:
+        np.testing.assert_allclose(a[c], b[c], atol=1e-5)
+
+
+def test_empty_sky_is_no_galaxy(clf):
+    rng = np.random.default_rng(3)
+    tbl = clf(rng.normal(50.0, 3.0, (4, 64, 64)))
+    assert list(tbl['label']) == ['no_galaxy'] * 4
+
+
+def test_float_colour_cutouts(clf):
+    rng = np.random.default_rng(4)
+    cut = rng.normal(0, 1, (2, 80, 80, 3))
+    cut[0] += _blob((80, 80), 39.5, 39.5, 400.0, 4.0)[..., None]
+    tbl = clf(cut)
+    assert len(tbl) == 2
+    assert np.all(np.isfinite(tbl['p_spiral']))
+
+
+# --- field mode ------------------------------------------------------------
+
+@pytest.mark.parametrize('names', [('x_centroid', 'y_centroid'),
+                                   ('xcentroid', 'ycentroid'),
+                                   ('x', 'y')])
+def test_positions_table_names(clf, field, names):
+    img, xy = field
+    ref = clf(img, positions=xy)
+    tbl = Table({names[0]: xy[:, 0], names[1]: xy[:, 1]})
+    res = clf(img, positions=tbl)
+    assert list(res.colnames[:3]) == ['id', 'x_centroid', 'y_centroid']
+    np.testing.assert_allclose(res['x_centroid'], xy[:, 0])
+    for c in PROB_COLS:
+        np.testing.assert_allclose(res[c], ref[c])
+    assert res['stamp_size'].unit == u.pix
+
+
+def test_field_classifies_blob_and_sky(clf, field):
+    img, xy = field
+    tbl = clf(img, positions=xy)
+    # The empty position is no galaxy; the resolved blobs are galaxies.
+    assert tbl['label'][2] == 'no_galaxy'
+    assert tbl['p_no_galaxy'][0] < 0.5
+    # Stamps are framed on each source's size.
+    assert tbl['stamp_size'][0] > tbl['stamp_size'][2]
+
+
+def test_field_without_positions_detects(clf, field):
+    img, _ = field
+    tbl = clf(img)
+    assert 2 <= len(tbl) <= 4
+    d = np.hypot(tbl['x_centroid'] - 110.0, tbl['y_centroid'] - 160.0)
+    assert d.min() < 2.0
+
+
+def test_field_nothing_detected(clf):
+    from photutils.utils.exceptions import NoDetectionsWarning
+    img = np.random.default_rng(5).normal(0, 1, (100, 100))
+    with pytest.warns(NoDetectionsWarning):
+        assert clf(img) is None
+
+
+def test_quantity_and_nddata(clf, field):
+    img, xy = field
+    ref = clf(img, positions=xy)
+    q = clf(img * u.electron, positions=xy)
+    nd = clf(NDData(img), positions=xy)
+    for c in PROB_COLS:
+        np.testing.assert_allclose(q[c], ref[c])
+        np.testing.assert_allclose(nd[c], ref[c])
+
+
+def test_edge_source_is_padded(clf, field):
+    img, _ = field
+    # Empty sky: 16-pixel stamp, 8-pixel view of which 2 columns are
+    # beyond the edge.
+    tbl = clf(img, positions=[[2.0, 250.0]])
+    assert tbl['masked_fraction'][0] == pytest.approx(0.25)
+    assert np.isfinite(tbl['p_spiral'][0])
+
+
+def test_masked_source(clf, field):
+    img, xy = field
+    mask = np.zeros(img.shape, bool)
+    mask[120:200, 70:150] = True
+    with pytest.warns(CNNFindWarning, match='masked'):
+        tbl = clf(img, mask=mask, positions=xy)
+    assert tbl['label'][0] == 'masked'
+    assert np.isnan(tbl['p_elliptical'][0])
+    # The other sources are unaffected by the masked one (up to the
+    # change of the global sky and noise estimates).
+    ref = clf(img, positions=xy[1:])
+    np.testing.assert_allclose(tbl['p_no_galaxy'][1:], ref['p_no_galaxy'],
+                               atol=2e-3)
+    # NaN pixels act as a mask; NDData masks are honoured.
+    nan_img = img.copy()
+    nan_img[mask] = np.nan
+    with pytest.warns(CNNFindWarning):
+        t2 = clf(nan_img, positions=xy)
+    with pytest.warns(CNNFindWarning):
+        t3 = clf(NDData(img, mask=mask), positions=xy)
+    np.testing.assert_allclose(t2['p_spiral'][1:], tbl['p_spiral'][1:])
+    np.testing.assert_allclose(t3['p_spiral'][1:], tbl['p_spiral'][1:])
+
+
+def test_partly_nan_cutout_is_filled(clf):
+    rng = np.random.default_rng(6)
+    cut = rng.normal(0, 1, (1, 64, 64))
+    cut[0, :, :24] = np.nan
+    tbl = clf(cut)
+    # 8 of the 32 columns of the central crop.
+    assert tbl['masked_fraction'][0] == pytest.approx(0.25)
+    assert np.isfinite(tbl['p_spiral'][0])
+
+
+# --- bad input -------------------------------------------------------------
+
+@pytest.mark.parametrize(('data', 'match'), [
+    (np.zeros((0, 32, 32)), 'empty'),
+    (np.zeros((2, 32, 32, 4)), 'stack'),
+    (np.zeros((2, 2, 32, 32, 3)), 'stack'),
+    (np.zeros((3, 4, 4)), 'at least 8x8'),
+    (np.full((2, 32, 32), np.nan), 'no finite pixels'),
+    (np.ones((2, 32, 32)), 'constant'),
+])
+def test_bad_cutouts(clf, data, match):
+    with pytest.raises(ValueError, match=match):
+        clf(data)
+
+
+def test_bad_field_inputs(clf, field):
+    img, xy = field
+    with pytest.raises(ValueError, match='mask has shape'):
+        clf(img, mask=np.zeros((10, 10), bool), positions=xy)
+    with pytest.raises(ValueError, match='outside'):
+        clf(img, positions=[[1000.0, 5.0]])
+    with pytest.raises(ValueError, match='no x/y columns'):
+        clf(img, positions=Table({'ra': [1.0], 'dec': [2.0]}))
+    with pytest.raises(ValueError, match=r'\(N, 2\)'):
+        clf(img, positions=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match='no valid'):
+        clf(np.full((50, 50), np.nan), positions=[[10.0, 10.0]])
+    with pytest.raises(ValueError, match='field image must be'):
+        clf(np.zeros((10, 50, 50)), positions=[[10.0, 10.0]])
+    with pytest.raises(ValueError, match='only used with a field'):
+        clf(np.zeros((2, 32, 32)), mask=np.zeros((2, 32, 32), bool))
+    with pytest.raises(TypeError, match='numeric'):
+        clf(np.array(['a'] * 64).reshape(1, 8, 8))
+
+
+def test_bad_arguments():
+    with pytest.raises(ModelError, match='unknown model'):
+        GalaxyMorphClassifier('no-such-model')
+    with pytest.raises(ModelError, match='does not exist'):
+        GalaxyMorphClassifier('/nonexistent/model.onnx')
+    with pytest.raises(ValueError, match='stretch'):
+        GalaxyMorphClassifier(stretch='log')
+    with pytest.raises(ValueError, match='max_masked_fraction'):
+        GalaxyMorphClassifier(max_masked_fraction=2)
+
+
+# --- helpers ---------------------------------------------------------------
+
+def test_petrosian_r90_of_exponential_disc():
+    # Exponential profile: Petrosian radius (eta = 0.2) ~ 2.16 h and
+    # 2 R_P contains ~ 0.99 of the light; R90 of that ~ 3.8 h.
+    img = _blob((401, 401), 200.0, 200.0, amp=1.0, scale=10.0, q=1.0)
+    r90 = petrosian_r90(img, 200.0, 200.0)
+    assert 36 < r90 < 40
+    # Empty sky gives the default.
+    assert petrosian_r90(np.zeros((50, 50)), 25, 25) == 2.0
+
+
+def test_cut_stamp_pads_with_nan():
+    img = np.arange(100.0).reshape(10, 10)[..., None]
+    st = cut_stamp(img, 0.0, 0.0, 8)
+    assert st.shape == (8, 8, 1)
+    assert np.isnan(st[0, 0, 0])
+    assert st[4, 4, 0] == img[0, 0, 0]
+
+
+def test_prepare_masked_fraction_counts_the_centre():
+    cut = np.random.default_rng(7).normal(0, 1, (1, 64, 64))
+    cut[0, 28:36, 28:36] = np.nan
+    cut[0, :4] = np.nan  # outside the central crop
+    _, masked = prepare_cutouts(cut, crop=0.5, size=32)
+    # 64 NaN pixels in the 32x32 central crop.
+    assert masked[0] == pytest.approx(64 / 1024)
+
+
+# --- accuracy on real cutouts ----------------------------------------------
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'gz1').is_dir(),
+                    reason='shared Galaxy Zoo data not available')
+def test_accuracy_on_held_out_gz1(clf):
+    from cnnfind.training.morph_data import load_gz1, read_jpeg, split_gz1
+    ids, paths, labels = load_gz1(DATA)
+    test = np.nonzero(split_gz1(ids, seed=0) == 'test')[0]
+    pick = np.concatenate([test[labels[test] == 0][:40],
+                           test[labels[test] == 1][:40]])
+    cut = np.stack([read_jpeg(paths[i]) for i in pick])
+    tbl = clf(cut)
+    pred = np.where(tbl['p_elliptical'] >= tbl['p_spiral'], 0, 1)
+    assert np.mean(pred == labels[pick]) >= 0.88
+    assert np.mean(tbl['label'] != 'no_galaxy') >= 0.95
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'real').is_dir(),
+                    reason='shared real images not available')
+def test_m67_stars_are_no_galaxy(clf):
+    from astropy.io import fits
+
+    from cnnfind.evaluation.peers import read_sextractor_catalog
+    real = DATA / 'real'
+    img = fits.getdata(real / 'astropy-data/photometry_M6707HH.fits')
+    cat = read_sextractor_catalog(
+        real / 'sextractor-reference/astropy-data_M6707HH_M67_dss.cat')
+    ok = (cat['CLASS_STAR'] > 0.9) & (cat['SNR_WIN'] > 30)
+    xy = np.column_stack([cat['X_IMAGE'][ok] - 1, cat['Y_IMAGE'][ok] - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        tbl = clf(img.astype(float), positions=xy[:60])
+    assert np.mean(tbl['label'] == 'no_galaxy') >= 0.85
