@@ -1,0 +1,194 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Cutouts of PSF-star candidates, the measurements behind the readable
+rejection reasons, the field's reference stamp and the network input.
+
+Numpy only; shared by `PSFStarSelector` and its training script so that
+the network sees exactly what it was trained on.
+"""
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from cnnfind.simulation.psf import render_profiles
+
+__all__ = []
+
+#: Side of the stamps the network sees (written in the model card).
+STAMP = 25
+#: Clipping range of the peak-normalised stamps.
+CLIP = (-2.0, 5.0)
+#: Reference stack: at most this many of the brightest clean-looking
+#: candidates with at least this aperture SNR.
+REF_MAX = 40
+REF_SNR = 30.0
+
+
+def _cutouts(data, valid, x, y, half):
+    """
+    Integer-centred ``(2 half + 1)**2`` cutouts and their validity
+    (pixels outside the image are invalid).
+    """
+    ny, nx = data.shape
+    xi = np.clip(np.round(np.nan_to_num(x, nan=-1.0)).astype(int), 0, nx - 1)
+    yi = np.clip(np.round(np.nan_to_num(y, nan=-1.0)).astype(int), 0, ny - 1)
+    dp = np.pad(data, half, constant_values=0)
+    vp = np.pad(valid, half, constant_values=False)
+    off = np.arange(-half, half + 1)
+    rows = (yi + half)[:, None, None] + off[None, :, None]
+    cols = (xi + half)[:, None, None] + off[None, None, :]
+    return dp[rows, cols], vp[rows, cols], xi, yi
+
+
+def _measure(stamps, valid, x, y, xi, yi, sky, noise, fwhm, half):
+    """
+    Per-candidate measurements on sky-subtracted cutouts.
+
+    Returns a dict of arrays: ``peak`` (above the sky), ``flux``
+    (aperture of radius 3 FWHM), ``snr`` (aperture of radius 1 FWHM),
+    ``roundness`` (1 - b/a from Gaussian-weighted moments), ``size``
+    (moment FWHM / ``fwhm``), ``conc`` (peak / 1-FWHM aperture flux),
+    ``n_flat`` (pixels of the central 5x5 at the maximum value),
+    ``edge`` (the box is cut by the image edge or holds a masked / NaN
+    pixel).
+    """
+    s = np.where(valid, stamps - sky, 0.0)
+    n = len(x)
+    c = half
+    core = s[:, c - 1:c + 2, c - 1:c + 2]
+    core_valid = valid[:, c - 1:c + 2, c - 1:c + 2]
+    peak = np.where(core_valid, core, -np.inf).reshape(n, -1).max(axis=1)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    off = np.arange(-half, half + 1)
+    dx = off[None, None, :] - (x - xi)[:, None, None]
+    dy = off[None, :, None] - (y - yi)[:, None, None]
+    r2 = dx**2 + dy**2
+    ap1 = r2 <= fwhm**2
+    ap3 = r2 <= min(3 * fwhm, half)**2
+    nv1 = (ap1 & valid).sum(axis=(1, 2))
+    frac1 = nv1 / np.maximum(ap1.sum(axis=(1, 2)), 1)
+    flux1 = (s * ap1).sum(axis=(1, 2)) / np.maximum(frac1, 1e-3)
+    frac3 = (ap3 & valid).sum(axis=(1, 2)) / np.maximum(ap3.sum(axis=(1, 2)), 1)
+    flux = (s * ap3).sum(axis=(1, 2)) / np.maximum(frac3, 1e-3)
+    snr = flux1 / (noise * np.sqrt(np.maximum(nv1, 1)))
+    sig = 1.5 * fwhm / 2.3548
+    w = np.clip(s, 0, None) * np.exp(-0.5 * r2 / sig**2)
+    sw = np.maximum(w.sum(axis=(1, 2)), 1e-30)
+    mx = (w * dx).sum(axis=(1, 2)) / sw
+    my = (w * dy).sum(axis=(1, 2)) / sw
+    mxx = (w * dx**2).sum(axis=(1, 2)) / sw - mx**2
+    myy = (w * dy**2).sum(axis=(1, 2)) / sw - my**2
+    mxy = (w * dx * dy).sum(axis=(1, 2)) / sw - mx * my
+    tr = np.clip(mxx + myy, 1e-6, None)
+    det = np.sqrt(np.clip(((mxx - myy) / 2)**2 + mxy**2, 0, None))
+    l1, l2 = tr / 2 + det, np.clip(tr / 2 - det, 1e-6, None)
+    roundness = 1.0 - np.sqrt(l2 / l1)
+    # Moments of a Gaussian of width s under a weight of width sig.
+    s2 = 1.0 / np.clip(2.0 / tr - 1.0 / sig**2, 1e-6, None)
+    size = np.sqrt(s2) * 2.3548 / fwhm
+    conc = peak / np.maximum(flux1, 1e-30)
+    raw = np.where(valid, stamps, -np.inf)[:, c - 2:c + 3, c - 2:c + 3]
+    top = raw.reshape(n, -1).max(axis=1)
+    n_flat = (raw.reshape(n, -1) >= top[:, None]).sum(axis=1)
+    edge = ~valid.all(axis=(1, 2))
+    return {'peak': peak, 'flux': flux, 'snr': snr, 'roundness': roundness,
+            'size': size, 'conc': conc, 'n_flat': n_flat, 'edge': edge,
+            'raw_max': top}
+
+
+def _neighbours(x, y, flux, fwhm, isolation, flux_ratio):
+    """
+    Distance to the nearest other candidate, and whether a candidate of
+    at least ``flux_ratio`` times the flux lies within ``isolation``
+    FWHM.
+    """
+    n = len(x)
+    nearest = np.full(n, np.inf)
+    crowded = np.zeros(n, bool)
+    if n < 2:
+        return nearest, crowded
+    pts = np.column_stack([x, y])
+    tree = cKDTree(pts)
+    d, j = tree.query(pts, k=2)
+    nearest = d[:, 1]
+    f = np.where(np.isfinite(flux), flux, np.inf)
+    for i, group in enumerate(tree.query_ball_point(pts, isolation * fwhm)):
+        others = [k for k in group if k != i]
+        if others and np.any(f[others] >= flux_ratio * max(f[i], 0.0)):
+            crowded[i] = True
+    return nearest, crowded
+
+
+def _analytic_reference(fwhm):
+    """Peak-normalised Moffat (beta 3) stamp: the fallback reference."""
+    stamp = np.zeros((STAMP, STAMP))
+    c = STAMP // 2
+    render_profiles(stamp, c, c, 1.0, fwhm, kind='moffat', beta=3.0, radius=c)
+    return (stamp / stamp.max()).astype(np.float32)
+
+
+def _normalised(stamps, valid, sky, amp):
+    """The network's view of each cutout: peak-normalised, clipped."""
+    x = (stamps - sky) / amp[:, None, None]
+    return np.where(valid, np.clip(x, *CLIP), 0.0).astype(np.float32)
+
+
+def _reference(norm, valid, usable, snr, fwhm):
+    """
+    The field's reference stamp: the pixel-wise median of the
+    normalised stamps of the brightest usable candidates (at most
+    ``REF_MAX`` with SNR >= ``REF_SNR``), or the analytic fallback when
+    fewer than three qualify.
+    """
+    idx = np.flatnonzero(usable & (snr >= REF_SNR))
+    idx = idx[np.argsort(-snr[idx])][:REF_MAX]
+    if len(idx) < 3:
+        return _analytic_reference(fwhm), 0
+    stack = np.where(valid[idx], norm[idx], np.nan)
+    ref = np.nanmedian(stack, axis=0)
+    return np.nan_to_num(ref).astype(np.float32), len(idx)
+
+
+def _network_input(norm, valid, ref, fwhm, amp, noise, x, y, xi, yi):
+    """``stamps`` (N, 3, STAMP, STAMP) and ``scalars`` (N, 4)."""
+    n = len(norm)
+    stamps = np.empty((n, 3, STAMP, STAMP), np.float32)
+    stamps[:, 0] = norm
+    stamps[:, 1] = ref[None]
+    stamps[:, 2] = valid
+    scalars = np.column_stack([
+        np.full(n, np.log(fwhm / 3.0)),
+        np.log10(np.maximum(amp / noise, 1.0)) / 2.0 - 1.0,
+        x - xi, y - yi]).astype(np.float32)
+    return stamps, scalars
+
+
+def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
+                        isolation, flux_ratio):
+    """
+    Everything the selector (and its training) needs for candidates at
+    ``(x, y)``: the measurements, neighbour information, the reference
+    and the network input.
+    """
+    big = max(half, STAMP // 2)
+    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, big)
+    m = _measure(stamps, svalid, x, y, xi, yi, sky, noise, fwhm, big)
+    if half < big:  # edge/mask test on the extraction box only
+        k = big - half
+        m['edge'] = ~svalid[:, k:-k, k:-k].all(axis=(1, 2))
+    m['nearest'], m['crowded'] = _neighbours(x, y, m['flux'], fwhm,
+                                             isolation, flux_ratio)
+    k = big - STAMP // 2
+    if k:
+        stamps, svalid = stamps[:, k:-k, k:-k], svalid[:, k:-k, k:-k]
+    amp = np.maximum(m['peak'], noise)
+    norm = _normalised(stamps, svalid, sky, amp)
+    usable = ~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
+    ref, n_ref = _reference(norm, svalid, usable, m['snr'], fwhm)
+    m['stamps'], m['scalars'] = _network_input(norm, svalid, ref, fwhm, amp,
+                                               noise, x, y, xi, yi)
+    m['n_reference'] = n_ref
+    c = STAMP // 2
+    r = np.hypot(*np.mgrid[-c:c + 1, -c:c + 1]) <= fwhm
+    m['conc_ref'] = float(ref[c, c] / max(ref[r].sum(), 1e-30))
+    return m

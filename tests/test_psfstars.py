@@ -1,0 +1,246 @@
+"""Tests of PSFStarSelector (cnnfind.psfstars)."""
+
+import warnings
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.nddata import NDData
+from astropy.table import QTable, Table
+from photutils.utils.exceptions import NoDetectionsWarning
+
+from cnnfind.evaluation.psf import (PSF_SCENARIO, build_epsf, epsf_residual,
+                                    selection_quality, simulate_psf_field)
+from cnnfind.psfstars import PSFStarSelector
+from cnnfind.runtime.registry import ModelError
+from cnnfind.simulation import render_profiles
+
+FWHM = 3.5
+
+
+@pytest.fixture(scope='module')
+def selector():
+    return PSFStarSelector(fwhm=FWHM)
+
+
+@pytest.fixture(scope='module')
+def field():
+    """A seeded benchmark-like field (crowding, binaries, artefacts)."""
+    return simulate_psf_field((384, 384), seed=7, **PSF_SCENARIO)
+
+
+def _scene(seed=0):
+    """
+    Hand-placed candidates, one per rejection reason, in white noise
+    (noise 5, sky 100).
+    """
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100.0, 5.0, (160, 160))
+    kw = dict(kind='moffat', beta=3.0)
+    pos = {}
+
+    def star(name, x, y, flux):
+        render_profiles(img, [x], [y], [flux], FWHM, **kw)
+        pos[name] = (x, y)
+
+    star('good', 40.2, 40.3, 40000.0)
+    star('good2', 120.4, 40.6, 30000.0)
+    star('edge', 4.0, 80.0, 30000.0)
+    star('faint', 80.3, 120.1, 300.0)
+    star('pair', 40.0, 120.0, 30000.0)
+    render_profiles(img, [46.0], [121.0], [20000.0], FWHM, **kw)
+    pos['pair_b'] = (46.0, 121.0)
+    star('saturated', 120.0, 120.0, 400000.0)
+    np.minimum(img, 3000.0, out=img)
+    img[80, 40] += 2000.0  # a hot pixel
+    pos['hot'] = (40.0, 80.0)
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(xx - 80.0, yy - 40.0)
+    img += 600.0 * np.exp(-r / 4.0)  # an exponential disc
+    pos['galaxy'] = (80.0, 40.0)
+    names = list(pos)
+    cat = Table({'x_centroid': [pos[n][0] for n in names],
+                 'y_centroid': [pos[n][1] for n in names]})
+    return img.astype(np.float32), cat, names
+
+
+# -- bad input -------------------------------------------------------------
+@pytest.mark.parametrize('data, exc, match', [
+    (np.zeros(100), ValueError, '2D'),
+    (np.zeros((3, 40, 40)), ValueError, '2D'),
+    (np.full((40, 40), np.nan), ValueError, 'masked or NaN'),
+    (np.full((40, 40), 7.0), ValueError, 'constant'),
+    (np.full((40, 40), 'a'), TypeError, 'real numbers'),
+])
+def test_bad_data(selector, data, exc, match):
+    with pytest.raises(exc, match=match):
+        selector(data)
+
+
+def test_wrong_mask_shape(selector):
+    with pytest.raises(ValueError, match='mask has shape'):
+        selector(np.random.default_rng(0).normal(size=(40, 40)),
+                 mask=np.zeros((30, 40), bool))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(fwhm=-1.0), 'fwhm'),
+    (dict(fwhm=np.nan), 'fwhm'),
+    (dict(size=24), 'odd'),
+    (dict(min_score=1.5), 'min_score'),
+    (dict(min_snr=-1), 'min_snr'),
+    (dict(max_stars=0), 'max_stars'),
+    (dict(device='gpu'), 'device'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PSFStarSelector(**kwargs)
+
+
+def test_unknown_model(tmp_path):
+    with pytest.raises(ModelError, match='unknown model'):
+        PSFStarSelector(model='no-such-model')
+    with pytest.raises(ModelError, match='does not exist'):
+        PSFStarSelector(model=tmp_path / 'missing.onnx')
+
+
+def test_bad_candidates(selector):
+    img, _, _ = _scene()
+    with pytest.raises(ValueError, match='no position columns'):
+        selector(img, candidates=Table({'a': [1.0], 'b': [2.0]}))
+    with pytest.raises(TypeError, match='must be a table'):
+        selector(img, candidates=np.zeros((3, 2)))
+
+
+def test_nothing_found_warns(selector):
+    img = np.random.default_rng(1).normal(0, 1, (96, 96))
+    with pytest.warns(NoDetectionsWarning):
+        assert selector(img) is None
+
+
+# -- user catalogues and reasons ---------------------------------------------
+@pytest.mark.parametrize('names', [('x_centroid', 'y_centroid'),
+                                   ('xcentroid', 'ycentroid'),
+                                   ('x_fit', 'y_fit'), ('x', 'y')])
+def test_user_catalogue_column_names(selector, names):
+    img, cat, _ = _scene()
+    ref = selector(img, candidates=cat, keep_rejected=True)
+    other = Table({names[0]: cat['x_centroid'], names[1]: cat['y_centroid']})
+    got = selector(img, candidates=other, keep_rejected=True)
+    assert list(got['reason']) == list(ref['reason'])
+    np.testing.assert_allclose(got['psf_score'], ref['psf_score'])
+
+
+def test_reasons(selector):
+    img, cat, names = _scene()
+    tab = selector(img, candidates=cat, keep_rejected=True)
+    assert isinstance(tab, QTable)
+    assert len(tab) == len(cat)
+    # Map rows back to the named candidates.
+    reason = {}
+    for row in tab:
+        d = np.hypot(cat['x_centroid'] - row['x_centroid'],
+                     cat['y_centroid'] - row['y_centroid'])
+        reason[names[int(np.argmin(d))]] = (row['reason'], row['selected'])
+    assert reason['good'] == ('', True)
+    assert reason['good2'] == ('', True)
+    assert reason['edge'][0] == 'near edge or mask'
+    assert reason['faint'][0] == 'too faint'
+    assert reason['saturated'][0] == 'saturated'
+    assert reason['pair'][0] == 'neighbour within 3 FWHM'
+    assert reason['hot'][0] == 'cosmic ray / hot pixel'
+    assert reason['galaxy'][0] == 'not point-like / extended'
+    # Selected rows come first, brightest first; rejected have a reason.
+    sel = np.asarray(tab['selected'])
+    assert sel[:sel.sum()].all()
+    assert all(r != '' for r in tab['reason'][~sel])
+    assert np.all(np.diff(np.asarray(tab['flux'][sel])) <= 0)
+
+
+def test_mask_rejects_star(selector):
+    img, cat, names = _scene()
+    mask = np.zeros(img.shape, bool)
+    mask[45, 45] = True  # inside the good star's box
+    tab = selector(img, mask=mask, candidates=cat[[0, 1]],
+                   keep_rejected=True)
+    by_x = {round(float(r['x_centroid'])): r['reason'] for r in tab}
+    assert by_x[40] == 'near edge or mask'
+    assert by_x[120] == ''
+    img2 = img.copy()
+    img2[45, 45] = np.nan  # NaN acts like a masked pixel
+    tab2 = selector(img2, candidates=cat[[0, 1]], keep_rejected=True)
+    assert sorted(tab2['reason']) == sorted(tab['reason'])
+
+
+def test_selected_only_and_max_stars(selector):
+    img, cat, _ = _scene()
+    tab = selector(img, candidates=cat)
+    assert 'reason' not in tab.colnames
+    assert set(tab.colnames[:6]) == {'id', 'x_centroid', 'y_centroid',
+                                     'flux', 'peak', 'psf_score'}
+    assert np.all(tab['psf_score'] >= selector.min_score)
+    assert list(tab['id']) == list(range(1, len(tab) + 1))
+    one = PSFStarSelector(fwhm=FWHM, max_stars=1)(img, candidates=cat)
+    assert len(one) == 1
+    assert one['flux'][0] == tab['flux'][0]
+
+
+def test_units_and_nddata(selector):
+    img, cat, _ = _scene()
+    plain = selector(img, candidates=cat)
+    q = selector(img * u.electron, candidates=cat)
+    assert q['flux'].unit == u.electron
+    np.testing.assert_allclose(q['flux'].value, plain['flux'], rtol=1e-5)
+    nd = selector(NDData(img), candidates=cat)
+    np.testing.assert_allclose(nd['psf_score'], plain['psf_score'])
+
+
+# -- whole pipeline on simulated fields ----------------------------------------
+def test_default_candidates_and_fwhm_estimate(field):
+    sel = PSFStarSelector()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tab = sel(field['image'], keep_rejected=True)
+    assert abs(sel.fwhm_used_ / field['psf']['fwhm'] - 1) < 0.15
+    assert tab.meta['fwhm'] == sel.fwhm_used_
+    reasons = set(tab['reason'])
+    assert '' in reasons
+    assert 'saturated' in reasons
+    assert 'too faint' in reasons
+
+
+def test_selection_quality(field):
+    """Purity well above chance and a useful share of the clean stars."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        tab = PSFStarSelector()(field['image'])
+    q = selection_quality(tab['x_centroid'], tab['y_centroid'],
+                          field['stars'], snr_min=30.0)
+    assert q['n_selected'] >= 10
+    assert q['purity'] >= 0.9
+    assert q['completeness'] >= 0.4
+
+
+def test_epsfbuilder_round_trip(field):
+    from photutils.psf import EPSFBuilder, EPSFStars
+    sel = PSFStarSelector(fwhm=field['psf']['fwhm'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        stars = sel.extract_stars(field['image'], size=25)
+        assert isinstance(stars, EPSFStars)
+        assert stars[0].data.shape == (25, 25)
+        result = EPSFBuilder(oversampling=2, maxiters=3,
+                             progress_bar=False)(stars)
+    epsf = result[0] if isinstance(result, tuple) else result.epsf
+    rms = epsf_residual(epsf, field['psf'])
+    # A few per cent of the peak: the ePSF is the true PSF, not a blend.
+    assert rms < 0.03
+    # Worse from the same number of random (mostly unclean) detections.
+    st = field['stars']
+    bad = np.flatnonzero(~st['clean'] & (st['snr'] > 30)
+                         & ~st['saturated'])[:len(stars)]
+    data = field['image'] - field['sky']
+    worse = epsf_residual(build_epsf(data, st['x'][bad], st['y'][bad],
+                                     oversampling=2, maxiters=3),
+                          field['psf'])
+    assert worse > rms
