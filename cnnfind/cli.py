@@ -14,9 +14,19 @@ Sub-commands
     batch; the exit status is 0 when every image was processed, 1 when any
     failed and 2 for a usage error.
 
+``cnnfind denoise IMAGE [IMAGE ...] -o OUT [options]``
+    Denoise FITS images with `~cnnfind.denoise.N2VDenoiser` (Noise2Void).
+    ``OUT`` is the output file for a single image (``*.fits``) or else a
+    directory that receives ``<stem>_denoised.fits`` per image. Same exit
+    status as ``find``.
+
 ``cnnfind train starfinder [ARGS ...]``
     Train a star-finder model (needs ``pip install cnnfind[train]``); the
     arguments are passed on to ``python -m cnnfind.training.starfinder``.
+
+``cnnfind train n2v IMAGE [IMAGE ...] --out MODEL.onnx [ARGS ...]``
+    Train a Noise2Void denoiser on your own noisy frames (no clean images
+    needed); the same as ``python -m cnnfind.training.n2v``.
 
 Everything heavy (numpy, astropy, onnxruntime, matplotlib, torch) is imported
 inside the functions so that ``cnnfind --help`` stays fast.
@@ -516,6 +526,98 @@ def _cmd_find(args):
     return EXIT_OK
 
 
+
+def denoise_file(path, out_path, *, ext=None, mask_ext=None, model=None,
+                 device='auto', saturation='auto', fill=False,
+                 progress=False, residual=False):
+    """
+    Denoise one FITS image and write it (header kept, with HISTORY).
+
+    Returns
+    -------
+    written : list of str
+    """
+    import numpy as np
+    from astropy.io import fits
+
+    from cnnfind.denoise import N2VDenoiser
+
+    data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext)
+    den = N2VDenoiser(model, device=device, saturation=saturation)
+    out = den(data, mask=mask, fill=fill, progress=progress)
+    hdr = header.copy() if header is not None else fits.Header()
+    for key in ('BZERO', 'BSCALE', 'BLANK'):
+        hdr.remove(key, ignore_missing=True)
+    hdr['HISTORY'] = (f'cnnfind {_package_version()} N2VDenoiser, model '
+                      f'{den.model.name}, from {Path(path).name}[{label}]')
+    written = []
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fits.PrimaryHDU(out.astype(np.float32), header=hdr).writeto(
+        out_path, overwrite=True)
+    written.append(str(out_path))
+    if residual:
+        res_path = str(out_path)[:-len('.fits')] + '_residual.fits'
+        fits.PrimaryHDU((np.asarray(data, np.float32) - out), header=hdr
+                        ).writeto(res_path, overwrite=True)
+        written.append(res_path)
+    return written
+
+
+def _saturation_arg(text):
+    if text.lower() in ('auto', 'none'):
+        return None if text.lower() == 'none' else 'auto'
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number, 'auto' or 'none': {text!r}") from None
+
+
+def _cmd_denoise(args):
+    if args.model is not None and not os.path.isfile(args.model):
+        print(f'cnnfind denoise: error: --model {args.model}: no such file',
+              file=sys.stderr)
+        return EXIT_USAGE
+    images = args.images
+    single_file = args.output.lower().endswith(_FITS_SUFFIXES)
+    if single_file and len(images) > 1:
+        print('cnnfind denoise: error: with several images, -o must be a '
+              'directory', file=sys.stderr)
+        return EXIT_USAGE
+    if not single_file and os.path.exists(args.output) and \
+            not os.path.isdir(args.output):
+        print(f'cnnfind denoise: error: output {args.output} exists and is '
+              'not a directory', file=sys.stderr)
+        return EXIT_USAGE
+    ext = _parse_ext(args.ext)
+    mask_ext = _parse_ext(args.mask_ext)
+    failures = []
+    for i, (path, stem) in enumerate(zip(images, _unique_stems(images)), 1):
+        prefix = f'[{i}/{len(images)}] {path}'
+        out_path = (args.output if single_file else
+                    os.path.join(args.output, f'{stem}_denoised.fits'))
+        try:
+            written = denoise_file(path, out_path, ext=ext,
+                                   mask_ext=mask_ext, model=args.model,
+                                   device=args.device,
+                                   saturation=args.saturation,
+                                   fill=args.fill, progress=args.progress,
+                                   residual=args.residual)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # keep going with the rest of the batch
+            msg = (str(exc) if isinstance(exc, CLIError)
+                   else f'{type(exc).__name__}: {exc}')
+            failures.append((path, msg))
+            print(f'{prefix}: FAILED: {msg}', file=sys.stderr)
+            continue
+        print(f'{prefix}: wrote {", ".join(written)}')
+    n_ok = len(images) - len(failures)
+    print(f'\nSummary: {n_ok} of {len(images)} images denoised; '
+          f'{len(failures)} failed.')
+    return EXIT_FAILED if failures else EXIT_OK
+
+
 def _cmd_train(args):
     import importlib.util
 
@@ -524,12 +626,22 @@ def _cmd_train(args):
               '\'pip install "cnnfind[train]"\' (torch==2.13.0)', file=sys.stderr)
         return EXIT_USAGE
     try:
-        from cnnfind.training import starfinder
+        if args.model_kind == 'n2v':
+            from cnnfind.training import n2v as module
+        else:
+            from cnnfind.training import starfinder as module
     except ImportError as exc:
         print(f'cnnfind train: error: cannot import the training code ({exc}); '
               'install it with \'pip install "cnnfind[train]"\'', file=sys.stderr)
         return EXIT_USAGE
-    result = starfinder.main(list(args.train_args))
+    if args.model_kind == 'n2v':
+        try:
+            module.main(list(args.train_args))
+        except ValueError as exc:  # no images, bad patch size, ...
+            print(f'cnnfind train n2v: error: {exc}', file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
+    result = module.main(list(args.train_args))
     return EXIT_OK if result is None else int(result)
 
 
@@ -605,13 +717,52 @@ def build_parser():
                       help='show a progress bar while the network runs')
     find.set_defaults(func=_cmd_find)
 
+    den = sub.add_parser(
+        'denoise', help='denoise FITS images (Noise2Void)',
+        description='Denoise FITS images with N2VDenoiser. -o is the output '
+                    'FITS file for one image, or a directory that receives '
+                    '<stem>_denoised.fits per image. Masked and non-finite '
+                    'pixels stay NaN unless --fill. Exit status: 0 all '
+                    'images processed, 1 some failed, 2 usage error.')
+    den.add_argument('images', nargs='+', metavar='IMAGE', help='FITS file(s)')
+    den.add_argument('-o', '--output', required=True, metavar='OUT',
+                     help='output .fits file (one image) or directory')
+    den.add_argument('--ext', metavar='N|NAME',
+                     help='HDU with the image (default: first HDU with 2-D '
+                          'data)')
+    den.add_argument('--mask-ext', metavar='N|NAME',
+                     help='HDU with a bad-pixel mask (non-zero = bad)')
+    den.add_argument('--model', metavar='PATH',
+                     help='ONNX model, e.g. from "cnnfind train n2v" '
+                          '(default: the bundled generic model)')
+    den.add_argument('--saturation', type=_saturation_arg, default='auto',
+                     metavar='LEVEL|auto|none',
+                     help='saturation level; saturated pixels are kept '
+                          'unchanged (default: %(default)s)')
+    den.add_argument('--fill', action='store_true',
+                     help='fill masked pixels from their neighbourhood '
+                          'instead of NaN')
+    den.add_argument('--residual', action='store_true',
+                     help='also write <out>_residual.fits (raw - denoised)')
+    den.add_argument('--device', choices=('auto', 'cpu', 'cuda'),
+                     default='auto',
+                     help='where the network runs (default: %(default)s)')
+    den.add_argument('--progress', action='store_true',
+                     help='show a progress bar')
+    den.set_defaults(func=_cmd_denoise)
+
     train = sub.add_parser(
         'train', help='train a model (needs cnnfind[train])',
         description='Train a model. "cnnfind train starfinder ARGS" is the same '
-                    'as "python -m cnnfind.training.starfinder ARGS".',
+                    'as "python -m cnnfind.training.starfinder ARGS"; '
+                    '"cnnfind train n2v IMAGE... --out MODEL.onnx" trains a '
+                    'Noise2Void denoiser on your own frames, the same as '
+                    '"python -m cnnfind.training.n2v IMAGE... --out '
+                    'MODEL.onnx".',
         add_help=True)
-    train.add_argument('model_kind', choices=('starfinder',), metavar='MODEL',
-                       help='which model to train: starfinder')
+    train.add_argument('model_kind', choices=('starfinder', 'n2v'),
+                       metavar='MODEL',
+                       help='which model to train: starfinder or n2v')
     train.add_argument('train_args', nargs=argparse.REMAINDER, metavar='ARGS',
                        help='passed on to the training script')
     train.set_defaults(func=_cmd_train)

@@ -107,11 +107,11 @@ def _read_regions(path):
 def test_help(capsys):
     assert cli.main(['--help']) == 0
     out = capsys.readouterr().out
-    for command in ('demo', 'find', 'train'):
+    for command in ('demo', 'find', 'denoise', 'train'):
         assert command in out
 
 
-@pytest.mark.parametrize('command', ['demo', 'find', 'train'])
+@pytest.mark.parametrize('command', ['demo', 'find', 'denoise', 'train'])
 def test_subcommand_help(command, capsys):
     assert cli.main([command, '--help']) == 0
     assert 'usage: cnnfind ' + command in capsys.readouterr().out
@@ -373,3 +373,81 @@ def test_find_real(mef, tmp_path, real_finder):
     tbl = QTable.read(outdir / 'field.ecsv')
     assert len(tbl) > 0
     assert len(_read_regions(outdir / 'field.reg')) == len(tbl)
+
+
+# ---------------------------------------------------------------------------
+# cnnfind denoise / cnnfind train n2v
+# ---------------------------------------------------------------------------
+
+def _noisy_fits(path, seed=0, shape=(64, 80)):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(200.0, 5.0, shape).astype(np.float32)
+    data[30, 40] += 300.0
+    hdr = fits.Header({'OBJECT': 'noise'})
+    fits.PrimaryHDU(data, header=hdr).writeto(path)
+    return data
+
+
+def test_denoise_writes_fits(tmp_path, capsys):
+    data = _noisy_fits(tmp_path / 'a.fits')
+    out = tmp_path / 'out' / 'a_clean.fits'
+    assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o', str(out),
+                     '--residual', '--device', 'cpu']) == 0
+    with fits.open(out) as hdul:
+        den = hdul[0].data
+        assert hdul[0].header['OBJECT'] == 'noise'
+        assert 'N2VDenoiser' in str(hdul[0].header['HISTORY'])
+    assert den.shape == data.shape and den.dtype.kind == 'f'
+    assert np.std(den[:20]) < 0.6 * np.std(data[:20])
+    resid = fits.getdata(tmp_path / 'out' / 'a_clean_residual.fits')
+    np.testing.assert_allclose(resid, data - den, atol=1e-3)
+    assert 'Summary: 1 of 1 images denoised' in capsys.readouterr().out
+
+
+def test_denoise_batch_keeps_going(tmp_path, capsys):
+    _noisy_fits(tmp_path / 'a.fits')
+    (tmp_path / 'bad.fits').write_text('not a FITS file')
+    outdir = tmp_path / 'den'
+    assert cli.main(['denoise', str(tmp_path / 'a.fits'),
+                     str(tmp_path / 'bad.fits'), '-o', str(outdir),
+                     '--saturation', 'none', '--device', 'cpu']) == 1
+    assert (outdir / 'a_denoised.fits').exists()
+    err = capsys.readouterr().err
+    assert 'bad.fits: FAILED' in err
+
+
+def test_denoise_bad_usage(tmp_path, capsys):
+    assert cli.main(['denoise', 'x.fits']) == 2  # -o is required
+    assert cli.main(['denoise', 'x.fits', 'y.fits', '-o', 'one.fits']) == 2
+    assert cli.main(['denoise', 'x.fits', '-o', str(tmp_path),
+                     '--saturation', 'high']) == 2
+    capsys.readouterr()
+    assert cli.main(['denoise', 'x.fits', '-o', str(tmp_path),
+                     '--model', str(tmp_path / 'missing.onnx')]) == 2
+    assert 'missing.onnx: no such file' in capsys.readouterr().err
+
+
+def test_train_n2v_passes_arguments(monkeypatch):
+    pytest.importorskip('torch')
+    from cnnfind.training import n2v
+
+    seen = []
+    monkeypatch.setattr(n2v, 'main', lambda argv=None: seen.append(argv))
+    assert cli.main(['train', 'n2v', 'a.fits', '--out', 'm.onnx']) == 0
+    assert seen == [['a.fits', '--out', 'm.onnx']]
+
+
+def test_train_n2v_end_to_end(tmp_path, capsys):
+    pytest.importorskip('torch')
+    _noisy_fits(tmp_path / 'a.fits', shape=(64, 64))
+    model = tmp_path / 'own.onnx'
+    assert cli.main(['train', 'n2v', str(tmp_path / 'a.fits'), '--out',
+                     str(model), '--steps', '4', '--patch', '32',
+                     '--batch-size', '2', '--no-progress']) == 0
+    assert model.exists() and model.with_suffix('.json').exists()
+    assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o',
+                     str(tmp_path / 'd.fits'), '--model', str(model),
+                     '--device', 'cpu']) == 0
+    capsys.readouterr()
+    assert cli.main(['train', 'n2v', '--out', str(model)]) == 2
+    assert 'give FITS images' in capsys.readouterr().err

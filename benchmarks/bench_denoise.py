@@ -1,0 +1,275 @@
+# Licensed under a 3-clause BSD style license - see LICENSE.rst
+"""
+Benchmark N2VDenoiser against classical denoisers.
+
+One run compares, on seeded simulated fields with their noiseless truth
+(``cnnfind.evaluation.denoise.simulate_denoise_field``: star fields,
+stars with galaxies, stars on diffuse nebulosity), the raw image, a
+Gaussian filter matched to the PSF (sigma = FWHM / 2.3548), a 3x3
+median filter, BM3D (if ``pip install bm3d`` is available, with the
+true sky noise; otherwise skipped with a message) and N2VDenoiser:
+
+* PSNR and SSIM against the truth (SSIM with a robust range: the
+  truth's 99.5th percentile minus its minimum, so that it looks at the
+  sky and faint sources rather than at the brightest peak);
+* aperture-flux ratio (radius 2 FWHM, true sky subtracted) against the
+  truth, median and scatter per SNR bin;
+* Nyquist (checkerboard) power ratio of the error image;
+* detection depth: completeness of faint stars (3 <= SNR < 10) at
+  purity >= 0.9 with DAOStarFinder and CNNStarFinder on raw and
+  denoised star fields (a threshold sweep; every finder at its best
+  cut).
+
+With the shared data present, it also denoises the real images of
+``../shared/data/real`` (no truth) and reports the residual (raw minus
+denoised): its spread in units of the sky noise, its Nyquist power
+ratio, and its aperture sums at the SExtractor sources in noise units
+(mean and spread: a residual of pure noise gives about 0 and 1).
+
+Examples
+--------
+::
+
+    python benchmarks/bench_denoise.py --quick
+    python benchmarks/bench_denoise.py --size 512 --seeds 0 1
+"""
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from scipy import ndimage
+
+from cnnfind.denoise import N2VDenoiser
+from cnnfind.evaluation import (completeness_at_purity, run_cnnfind, run_dao,
+                                threshold_sweep)
+from cnnfind.evaluation.denoise import (aperture_fluxes, flux_ratio_per_bin,
+                                        nyquist_power_ratio, psnr,
+                                        residual_at_sources,
+                                        simulate_denoise_field, ssim)
+from cnnfind.evaluation.peers import read_sextractor_catalog
+from cnnfind.runtime.normalize import robust_sky_noise
+
+KINDS = ('stars', 'galaxies', 'nebula')
+
+REAL = {
+    'M67 (held out)': ('astropy-data/photometry_M6707HH.fits',
+                       'astropy-data_M6707HH_M67_dss.cat'),
+    'SEP NTT (held out)': ('sep/image.fits', 'sep_image.cat'),
+    'HorseHead': ('astropy-data/tutorials_FITS-images_HorseHead.fits',
+                  'astropy-data_HorseHead_dss.cat'),
+    'M51': ('photutils-datasets/isophote_M51.fits',
+            'photutils-datasets_M51_iraf_devpix.cat'),
+    'SAAO raw': ('pypi-package-testdata/ccdproc_a8280271_saao1m_raw.fits',
+                 'ccdproc_saao_raw.cat'),
+}
+
+
+def _bm3d():
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    return bm3d
+
+
+def methods(fwhm, noise, den):
+    """name -> callable(image) -> denoised image."""
+    sigma = fwhm / 2.3548
+    out = {
+        'raw': lambda im: im,
+        'gaussian': lambda im: ndimage.gaussian_filter(im, sigma),
+        'median3': lambda im: ndimage.median_filter(im, 3),
+    }
+    bm3d = _bm3d()
+    if bm3d is not None:
+        out['bm3d'] = lambda im: np.asarray(
+            bm3d.bm3d(im.astype(np.float64), sigma_psd=noise), np.float32)
+    out['n2v'] = lambda im: den(im)
+    return out
+
+
+def _inside(st, size, r):
+    return ((st['x'] > r + 1) & (st['x'] < size - r - 2)
+            & (st['y'] > r + 1) & (st['y'] < size - r - 2))
+
+
+def _depth(image, truth_xy, snr, fwhm, finder):
+    """Completeness of 3 <= SNR < 10 stars at purity >= 0.9."""
+    xt, yt = truth_xy
+    try:
+        if finder == 'dao':
+            res = run_dao(image, fwhm, threshold=1.0)
+        else:
+            res = run_cnnfind(image, fwhm, threshold=1.0)
+    except Exception as exc:  # report, do not stop the benchmark
+        print(f'  {finder} failed: {exc}')
+        return np.nan
+    ny, nx = image.shape
+    required = ((snr >= 3) & (snr < 10) & (xt > 3) & (xt < nx - 4)
+                & (yt > 3) & (yt < ny - 4))
+    # Stars brighter than the bin (or off the edge) are neither required
+    # nor false positives when found.
+    sweep = threshold_sweep(xt, yt, res.x, res.y, res.score, radius=2.0,
+                            required=required)
+    return completeness_at_purity(sweep, 0.9)
+
+
+def simulated(args, den):
+    rows, flux_rows, depth_rows = [], [], []
+    for kind in KINDS:
+        fluxes = {}
+        for seed in args.seeds:
+            f = simulate_denoise_field((args.size, args.size), kind,
+                                       seed=1000 + seed, fwhm=args.fwhm)
+            truth = f['truth']
+            rng_ssim = float(np.percentile(truth, 99.5) - truth.min())
+            st, r = f['stars'], 2 * f['fwhm']
+            ok = _inside(st, args.size, r)
+            xs, ys, snr = st['x'][ok], st['y'][ok], st['snr'][ok]
+            ftrue = aperture_fluxes(truth, xs, ys, r, f['sky'])
+            for name, fn in methods(f['fwhm'], f['noise'], den).items():
+                t0 = time.perf_counter()
+                out = fn(f['image'])
+                dt = time.perf_counter() - t0
+                fl = aperture_fluxes(out, xs, ys, r, f['sky'])
+                fluxes.setdefault(name, []).append((fl, ftrue, snr))
+                rows.append({
+                    'field': kind, 'seed': seed, 'method': name,
+                    'psnr': psnr(out, truth), 'ssim': ssim(out, truth,
+                                                           rng_ssim),
+                    'nyquist': nyquist_power_ratio(out - truth),
+                    'seconds': dt})
+                if kind == 'stars' and name in ('raw', 'n2v') and \
+                        not args.no_detection:
+                    for finder in ('dao', 'cnn'):
+                        depth_rows.append({
+                            'seed': seed, 'image': name, 'finder': finder,
+                            'completeness': _depth(out, (st['x'], st['y']),
+                                                   st['snr'], f['fwhm'],
+                                                   finder)})
+        for name, parts in fluxes.items():
+            fl, ft, snr = (np.concatenate(a) for a in zip(*parts,
+                                                          strict=True))
+            tab = flux_ratio_per_bin(fl, ft, snr,
+                                     bins=(3, 10, 30, 100, 1e9))
+            for row in tab:
+                flux_rows.append({'field': kind, 'method': name,
+                                  'snr': f'{row["snr_min"]:g}-'
+                                         f'{row["snr_max"]:g}'
+                                  .replace('-1e+09', '+'),
+                                  'n': int(row['n']),
+                                  'median_ratio': row['median_ratio'],
+                                  'err': row['median_ratio_err'],
+                                  'scatter': row['scatter']})
+    return Table(rows=rows), Table(rows=flux_rows), (
+        Table(rows=depth_rows) if depth_rows else None)
+
+
+def real(den, data_dir):
+    rows = []
+    for label, (rel, cat) in REAL.items():
+        path = data_dir / 'real' / rel
+        cpath = data_dir / 'real' / 'sextractor-reference' / cat
+        if not path.exists():
+            continue
+        with fits.open(path) as hdul:
+            img = next(h.data for h in hdul if h.data is not None
+                       and h.data.ndim == 2).astype(np.float32)
+        t0 = time.perf_counter()
+        out = den(img)
+        dt = time.perf_counter() - t0
+        sky, noise = robust_sky_noise(img)
+        resid = img - out
+        good = np.isfinite(resid)
+        row = {'image': label, 'shape': 'x'.join(map(str, img.shape)),
+               'resid_std': float(1.4826 * np.median(np.abs(
+                   resid[good] - np.median(resid[good]))) / noise),
+               'nyquist': nyquist_power_ratio(resid),
+               'src_mean': np.nan, 'src_std': np.nan, 'n_src': 0,
+               'seconds': dt}
+        if cpath.exists():
+            t = read_sextractor_catalog(cpath)
+            x, y = np.asarray(t['X_IMAGE']) - 1, np.asarray(t['Y_IMAGE']) - 1
+            ny, nx = img.shape
+            ok = (x > 6) & (x < nx - 7) & (y > 6) & (y < ny - 7)
+            z = residual_at_sources(resid, x[ok], y[ok], 3.0, noise)
+            z = z[np.isfinite(z)]
+            if len(z):
+                row.update(src_mean=float(np.mean(z)),
+                           src_std=float(np.std(z)), n_src=len(z))
+        rows.append(row)
+        print(f'  {label}: {dt:.1f} s')
+    return Table(rows=rows)
+
+
+def _fmt(t):
+    for c in t.colnames:
+        if t[c].dtype.kind == 'f':
+            t[c].info.format = '.4f' if c in ('median_ratio', 'err',
+                                               'scatter', 'ssim') else '.2f'
+    return t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    p.add_argument('--size', type=int, default=512)
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    p.add_argument('--fwhm', type=float, default=3.0)
+    p.add_argument('--model', default=None, help='.onnx file (default: '
+                   'the bundled n2v model)')
+    p.add_argument('--quick', action='store_true',
+                   help='256x256, one seed, no real images')
+    p.add_argument('--no-real', action='store_true')
+    p.add_argument('--no-detection', action='store_true')
+    p.add_argument('--data-dir', default=None)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.seeds, args.no_real = 256, [0], True
+    print('command: python ' + ' '.join(shlex.quote(a) for a in
+                                        [sys.argv[0]] + list(argv or
+                                                             sys.argv[1:])))
+    print(f'python {platform.python_version()}, load average '
+          f'{os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs')
+    if _bm3d() is None:
+        print('BM3D skipped: pip install bm3d to include it')
+    den = N2VDenoiser(args.model, device='cpu')
+    print(f'model: {den.model.path.name} ({den.model.card.get("version")})')
+    warnings.simplefilter('ignore')
+    quality, flux, depth = simulated(args, den)
+    print('\nQuality against the truth (mean over seeds):')
+    q = quality.group_by(['field', 'method'])
+    agg = q['field', 'method', 'psnr', 'ssim', 'nyquist', 'seconds'] \
+        .groups.aggregate(np.mean)
+    raw = {r['field']: r['psnr'] for r in agg if r['method'] == 'raw'}
+    agg['gain_db'] = [r['psnr'] - raw[r['field']] for r in agg]
+    _fmt(agg).pprint_all()
+    print('\nAperture flux / true flux (radius 2 FWHM), per SNR bin:')
+    _fmt(flux).pprint_all()
+    if depth is not None:
+        print('\nCompleteness of 3 <= SNR < 10 stars at purity >= 0.9 '
+              '(star fields):')
+        d = depth.group_by(['image', 'finder'])['image', 'finder',
+                                                 'completeness']
+        _fmt(d.groups.aggregate(np.mean)).pprint_all()
+    if not args.no_real:
+        from cnnfind.training.data import default_data_dir
+        data_dir = (Path(args.data_dir) if args.data_dir
+                    else default_data_dir())
+        if data_dir is None:
+            print('\nReal images skipped: ../shared/data not found')
+        else:
+            print('\nReal images (residual = raw - denoised):')
+            _fmt(real(den, data_dir)).pprint_all()
+
+
+if __name__ == '__main__':
+    main()

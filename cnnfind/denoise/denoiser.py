@@ -1,0 +1,294 @@
+"""
+Noise2Void denoising of astronomical images with an ONNX network.
+"""
+
+import numpy as np
+from astropy.nddata import NDData
+from astropy.units import Quantity
+
+from scipy import ndimage
+
+from cnnfind.denoise._prepare import (from_net_space, median_fill, noise_model,
+                                      noise_var_net_space, saturated_mask,
+                                      to_net_space)
+from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+from cnnfind.runtime.registry import load_model
+from cnnfind.runtime.session import get_session
+from cnnfind.runtime.tiling import _progress_bar, tile_windows
+
+__all__ = ['N2VDenoiser']
+
+#: Smallest image side the denoiser accepts (the noise estimate and the
+#: network's neighbourhood need at least this much sky).
+MIN_SIZE = 16
+
+_REQUIRED_KEYS = ('normalization', 'halo', 'size_multiple',
+                  'blind_spot_grid')
+
+
+class N2VDenoiser:
+    """
+    Self-supervised (Noise2Void) denoiser for astronomical images.
+
+    Each pixel is predicted from its neighbourhood alone by a blind-spot
+    network (Krull et al. 2019, with the N2V2 changes of Höck et al.
+    2022 against checkerboard artefacts), which gives a mean and a
+    variance for the pixel's true value. The output is the posterior
+    mean of that prediction and the pixel's own noisy value (Laine et
+    al. 2019): in flat sky, where the neighbourhood predicts the pixel
+    well, the output follows the prediction; at star peaks, cosmic-ray
+    free sharp structure and other places the neighbourhood cannot
+    predict, it stays close to the data, which keeps the flux of stars.
+
+    The image is put in noise units with a robust sky and noise estimate
+    and compressed with an asinh (linear within ten noise levels of the
+    sky), and everything is inverted exactly. Masked and non-finite
+    pixels are hidden from the network (they cannot contaminate their
+    neighbours) and stay NaN in the output unless ``fill=True``.
+    Saturated plateaus are hidden from the network and passed through
+    unchanged. Large images are processed in tiles whose halo covers the
+    receptive field, so the result equals a single full-image pass.
+
+    Parameters
+    ----------
+    model : str, path-like or `None`, optional
+        A bundled model name, the path of an ``.onnx`` file (e.g. one
+        made by `cnnfind.training.n2v.train_n2v`), or `None` for the
+        bundled generic model ``'n2v'``.
+    device : {'auto', 'cpu', 'cuda'}, optional
+        Where the network runs.
+    saturation : 'auto', float or `None`, optional
+        Saturation level in data units; ``'auto'`` detects plateaus of
+        pixels at the image maximum; `None` treats no pixel as
+        saturated. Saturated pixels are hidden from the network and
+        returned unchanged.
+    outlier_sigma : float or `None`, optional
+        Pixels further than this many predicted standard deviations
+        from the network's prediction from their neighbourhood (hot
+        pixels, cosmic rays, dead pixels; grown to the connected pixels
+        beyond half of it) are hidden from the network in a second pass
+        and returned unchanged, so that they are neither smeared into
+        their neighbours nor removed. `None` disables the check.
+    tile : int, optional
+        Core tile size in pixels (memory grows with its square).
+    batch : int, optional
+        Blind-spot passes run together per tile.
+    n_threads : int or `None`, optional
+        onnxruntime intra-op threads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnfind.denoise import N2VDenoiser
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(100.0, 5.0, (64, 64)).astype(np.float32)
+    >>> denoised = N2VDenoiser()(image)
+    >>> denoised.shape, denoised.dtype
+    ((64, 64), dtype('float32'))
+    >>> bool(np.std(denoised) < 0.5 * np.std(image))
+    True
+    """
+
+    def __init__(self, model=None, device='auto', *, saturation='auto',
+                 outlier_sigma=6.0, tile=256, batch=4, n_threads=None):
+        self.model = load_model(model, 'n2v', required_keys=_REQUIRED_KEYS)
+        self.device = device
+        if not (saturation is None or saturation == 'auto'):
+            try:
+                saturation = float(saturation)
+            except (TypeError, ValueError):
+                saturation = np.nan
+            if not np.isfinite(saturation):
+                msg = "saturation must be 'auto', None or a finite number"
+                raise ValueError(msg)
+        self.saturation = saturation
+        if outlier_sigma is not None and not float(outlier_sigma) > 0:
+            msg = 'outlier_sigma must be positive or None'
+            raise ValueError(msg)
+        self.outlier_sigma = (None if outlier_sigma is None
+                              else float(outlier_sigma))
+        if int(tile) < 16:
+            msg = f'tile must be at least 16 pixels, not {tile}'
+            raise ValueError(msg)
+        self.tile = int(tile)
+        self.batch = max(int(batch), 1)
+        self.n_threads = n_threads
+        card = self.model.card
+        self._scale = float(card['normalization']['asinh_scale'])
+        self._grid = int(card['blind_spot_grid'])
+        self._halo = int(card['halo'])
+        self._multiple = int(card['size_multiple'])
+        # Fail early on an unusable file or device.
+        self._session = get_session(self.model, device=device,
+                                    n_threads=n_threads)
+
+    def __repr__(self):
+        return (f'<{self.__class__.__name__}(model={self.model.name!r}, '
+                f'device={self.device!r}, saturation={self.saturation!r}, '
+                f'tile={self.tile})>')
+
+    def __call__(self, data, mask=None, *, fill=False, progress=False):
+        """
+        Denoise an image.
+
+        Parameters
+        ----------
+        data : 2D array-like, `~astropy.units.Quantity`, `~astropy.nddata.NDData` or `~astropy.nddata.CCDData`
+            The image. Non-finite pixels are treated as masked; the mask
+            of a masked array or of an NDData is used too.
+        mask : 2D bool array-like, optional
+            `True` where a pixel is bad.
+        fill : bool, optional
+            Fill masked pixels with the network's prediction from their
+            neighbours instead of NaN (large holes fill with the sky).
+        progress : bool, optional
+            Show a progress bar over tiles.
+
+        Returns
+        -------
+        denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity` or the input's NDData type
+            The denoised image, of the input's shape (and type and unit).
+            Saturated pixels are unchanged.
+
+        Raises
+        ------
+        ValueError
+            If the image is not 2-D, smaller than 16 pixels on a side,
+            has no valid pixels or no noise (a constant image), or if
+            ``mask`` has a different shape.
+        """
+        if isinstance(data, NDData):
+            mask2 = data.mask
+            if mask2 is not None and mask is not None:
+                mask2 = np.asarray(mask2, bool) | np.asarray(mask, bool)
+            elif mask is not None:
+                mask2 = mask
+            out = self._denoise(np.asarray(data.data), mask2, fill, progress)
+            kwargs = {'mask': data.mask, 'meta': data.meta, 'wcs': data.wcs}
+            if data.unit is not None:
+                kwargs['unit'] = data.unit
+            return data.__class__(out, **kwargs)
+        if isinstance(data, Quantity):
+            return Quantity(self._denoise(data.value, mask, fill, progress),
+                            data.unit, copy=False)
+        if isinstance(data, np.ma.MaskedArray):
+            mask2 = np.ma.getmaskarray(data)
+            if mask is not None:
+                mask2 = mask2 | np.asarray(mask, bool)
+            return self._denoise(data.filled(np.nan), mask2, fill, progress)
+        return self._denoise(data, mask, fill, progress)
+
+    def _denoise(self, data, mask, fill, progress):
+        data = np.asarray(data)
+        if data.ndim != 2:
+            msg = f'data must be a 2-D image, not {data.ndim}-D'
+            raise ValueError(msg)
+        if min(data.shape) < MIN_SIZE:
+            msg = (f'image of shape {data.shape} is too small: both sides '
+                   f'must be at least {MIN_SIZE} pixels')
+            raise ValueError(msg)
+        if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+            msg = f'data must be real numbers, not {data.dtype}'
+            raise TypeError(msg)
+        data = data.astype(np.float32, copy=False)
+        valid = valid_pixel_mask(data, mask)
+        sky, noise = robust_sky_noise(data, valid)
+        level = None if self.saturation in (None, 'auto') else self.saturation
+        keep = (np.zeros(data.shape, bool) if self.saturation is None else
+                saturated_mask(data, valid, sky, noise, level))
+        with np.errstate(invalid='ignore'):
+            x = (np.where(valid, data, sky) - sky) / noise
+        s0, alpha = noise_model(x, valid & ~keep)
+        net_valid = valid & ~keep
+        z = to_net_space(x, self._scale)
+        windows = list(tile_windows(data.shape, self.tile, self._halo,
+                                    self._multiple))
+        mean, logv = self._predict(z, net_valid, windows, progress)
+        if self.outlier_sigma is not None:
+            # Pixels the neighbourhood cannot explain at all (hot pixels,
+            # cosmic rays, dead pixels): hide them and predict again
+            # where they are, so they cannot leak into their neighbours.
+            outliers = self._outliers(z, mean, logv, net_valid)
+            if outliers.any():
+                net_valid &= ~outliers
+                keep |= outliers
+                redo = [w for w in windows if outliers[w[1]].any()]
+                m2, l2 = self._predict(z, net_valid, redo, progress)
+                for core, _ in redo:
+                    mean[core], logv[core] = m2[core], l2[core]
+        # Gaussian posterior: prior N(mean, v - n2) from the
+        # neighbourhood, likelihood N(z, n2) from the pixel itself.
+        v = np.exp(np.clip(logv, -9.0, 12.0))
+        n2 = noise_var_net_space(mean, self._scale, s0, alpha)
+        w = np.clip(1.0 - n2 / v, 0.0, 1.0)
+        zhat = np.where(net_valid, mean + w * (z - mean), mean)
+        out = from_net_space(zhat, self._scale) * np.float32(noise)
+        out += np.float32(sky)
+        out[keep] = data[keep]
+        if not fill:
+            out[~valid] = np.nan
+        return out
+
+    def _outliers(self, z, mean, logv, valid):
+        """Hysteresis-grown pixels beyond ``outlier_sigma`` of prediction."""
+        r = np.abs(z - mean) * np.exp(-0.5 * np.clip(logv, -9.0, 12.0))
+        seeds = valid & (r > self.outlier_sigma)
+        if not seeds.any():
+            return seeds
+        grown = valid & (r > 0.5 * self.outlier_sigma)
+        labels, _ = ndimage.label(grown, structure=np.ones((3, 3)))
+        return np.isin(labels, np.unique(labels[seeds])) & grown
+
+    def _predict(self, z, valid, windows, progress):
+        """Blind-spot mean and log variance maps over ``windows``' cores."""
+        z = np.where(valid, z, np.float32(0.0))
+        zmed = median_fill(z)
+        mean = np.zeros(z.shape, np.float32)
+        logv = np.zeros(z.shape, np.float32)
+        bar = _progress_bar(len(windows), progress and len(windows) > 1,
+                            'denoising')
+        for core, window in windows:
+            m, lv = self._run_window(z[window], zmed[window], valid[window],
+                                     window)
+            oy = core[0].start - window[0].start
+            ox = core[1].start - window[1].start
+            ny = core[0].stop - core[0].start
+            nx = core[1].stop - core[1].start
+            mean[core] = m[oy:oy + ny, ox:ox + nx]
+            logv[core] = lv[oy:oy + ny, ox:ox + nx]
+            if bar is not None:
+                bar.update(1)
+        if bar is not None and hasattr(bar, 'close'):
+            bar.close()
+        return mean, logv
+
+    def _run_window(self, z, zmed, valid, window):
+        """Blind-spot mean and log variance (net space) of one window."""
+        ny, nx = z.shape
+        m, g = self._multiple, self._grid
+        py, px = -(-ny // m) * m, -(-nx // m) * m
+        x = np.zeros((2, py, px), np.float32)
+        x[0, :ny, :nx] = z
+        x[1, :ny, :nx] = valid
+        med = np.zeros((py, px), np.float32)
+        med[:ny, :nx] = zmed
+        # Grid offsets are global so that every tiling hides the same
+        # pixels together.
+        y0, x0 = window[0].start, window[1].start
+        offsets = [(oy, ox) for oy in range(g) for ox in range(g)]
+        mean = np.zeros((py, px), np.float32)
+        logv = np.zeros((py, px), np.float32)
+        name = self._session.get_inputs()[0].name
+        for i in range(0, len(offsets), self.batch):
+            chunk = offsets[i:i + self.batch]
+            batch = np.repeat(x[None], len(chunk), axis=0)
+            for b, (oy, ox) in enumerate(chunk):
+                sy, sx = (oy - y0) % g, (ox - x0) % g
+                batch[b, 0, sy::g, sx::g] = med[sy::g, sx::g]
+                batch[b, 1, sy::g, sx::g] = 0.0
+            pred = self._session.run(None, {name: batch})[0]
+            for b, (oy, ox) in enumerate(chunk):
+                sy, sx = (oy - y0) % g, (ox - x0) % g
+                mean[sy::g, sx::g] = pred[b, 0, sy::g, sx::g]
+                logv[sy::g, sx::g] = pred[b, 1, sy::g, sx::g]
+        return mean[:ny, :nx], logv[:ny, :nx]

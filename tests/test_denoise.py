@@ -1,0 +1,246 @@
+"""N2VDenoiser: input types, masks and NaN, bad input, tiling, quality."""
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.nddata import CCDData, NDData
+from scipy import ndimage
+
+from cnnfind.denoise import N2VDenoiser
+from cnnfind.evaluation.denoise import (aperture_fluxes, flux_ratio_per_bin,
+                                        nyquist_power_ratio, psnr,
+                                        residual_at_sources,
+                                        simulate_denoise_field, ssim)
+from cnnfind.runtime.registry import ModelError
+
+
+@pytest.fixture(scope='module')
+def denoiser():
+    return N2VDenoiser(device='cpu')
+
+
+@pytest.fixture(scope='module')
+def field():
+    return simulate_denoise_field((160, 192), 'stars', seed=3)
+
+
+@pytest.fixture(scope='module')
+def denoised(denoiser, field):
+    return denoiser(field['image'])
+
+
+def test_shape_dtype_and_int_input(denoiser, field, denoised):
+    assert denoised.shape == field['image'].shape
+    assert denoised.dtype == np.float32
+    assert np.isfinite(denoised).all()
+    out = denoiser(np.round(field['image']).astype(np.int16))
+    assert out.dtype == np.float32 and out.shape == field['image'].shape
+    np.testing.assert_allclose(out, denoised, atol=0.6 * field['noise'])
+
+
+def test_quantity_in_quantity_out(denoiser, field, denoised):
+    out = denoiser(field['image'] * u.electron)
+    assert isinstance(out, u.Quantity) and out.unit == u.electron
+    np.testing.assert_allclose(out.value, denoised, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('cls', [NDData, CCDData])
+def test_nddata_in_same_type_out(denoiser, field, denoised, cls):
+    mask = np.zeros(field['image'].shape, bool)
+    mask[10:14, 20:30] = True
+    nd = cls(field['image'], unit='adu', mask=mask, meta={'OBJECT': 'x'})
+    out = denoiser(nd)
+    assert type(out) is cls
+    assert out.unit == u.adu and out.meta['OBJECT'] == 'x'
+    np.testing.assert_array_equal(out.mask, mask)
+    assert np.isnan(out.data[mask]).all()
+    far = ndimage.distance_transform_edt(~mask) > 40
+    np.testing.assert_allclose(out.data[far], denoised[far],
+                               atol=0.01 * field['noise'])
+
+
+def test_masked_array_mask_is_used(denoiser, field):
+    ma = np.ma.masked_array(field['image'], mask=False)
+    ma.mask[50, 60] = True
+    out = denoiser(ma)
+    assert np.isnan(out[50, 60]) and np.isfinite(out).sum() == out.size - 1
+
+
+def test_nan_stays_nan_or_is_filled(denoiser, field):
+    img = field['image'].copy()
+    img[40:50, 70:90] = np.nan
+    out = denoiser(img)
+    assert np.isnan(out[40:50, 70:90]).all()
+    assert np.isfinite(out).sum() == out.size - 200
+    filled = denoiser(img, fill=True)
+    assert np.isfinite(filled).all()
+    # The fill follows the truth there (sky and the odd star wing).
+    err = filled[40:50, 70:90] - field['truth'][40:50, 70:90]
+    assert np.median(np.abs(err)) < 1.0 * field['noise']
+
+
+def test_nan_region_does_not_contaminate_neighbours(denoiser, field,
+                                                    denoised):
+    img = field['image'].copy()
+    region = np.zeros(img.shape, bool)
+    region[60:90, 30:60] = True
+    img[region] = np.nan
+    out = denoiser(img)
+    diff = np.abs(out - denoised)[~region] / field['noise']
+    # Beside the hole the network sees no sky instead of noisy sky, a
+    # small change (the global sky and noise estimates barely move).
+    assert diff.max() < 0.5
+    assert np.median(diff) < 0.01
+
+
+def test_masked_bad_column_equals_nan(denoiser, field):
+    img = field['image'].copy()
+    mask = np.zeros(img.shape, bool)
+    mask[:, 77] = True
+    img[:, 77] = 65535.0
+    a = denoiser(img, mask=mask)
+    img[:, 77] = np.nan
+    b = denoiser(img)
+    np.testing.assert_allclose(a, b, atol=1e-4, equal_nan=True)
+    assert np.isnan(a[:, 77]).all()
+
+
+def test_hot_pixel_not_smeared(denoiser, field, denoised):
+    img = field['image'].copy()
+    noise = field['noise']
+    img[100, 100] += 500 * noise
+    out = denoiser(img)
+    near = np.zeros(img.shape, bool)
+    near[97:104, 97:104] = True
+    near[100, 100] = False
+    assert np.max(np.abs(out - denoised)[near]) < 1.0 * noise
+
+
+def test_saturated_plateau_passes_through(denoiser, field):
+    img = field['image'].copy()
+    top = img.max() + 5000.0
+    img[30:36, 40:45] = top
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[30:36, 40:45], top)
+    explicit = N2VDenoiser(device='cpu', saturation=top - 1.0)(img)
+    np.testing.assert_array_equal(explicit[30:36, 40:45], top)
+
+
+@pytest.mark.parametrize('bad, match', [
+    (np.zeros((4, 32, 32)), '2-D'),
+    (np.full((32, 32), np.nan), 'no valid'),
+    (np.full((32, 32), 7.0), 'constant'),
+    (np.ones((8, 64)), 'too small'),
+])
+def test_bad_input_raises(denoiser, bad, match):
+    with pytest.raises(ValueError, match=match):
+        denoiser(bad)
+
+
+def test_wrong_mask_shape(denoiser, field):
+    with pytest.raises(ValueError, match='mask has shape'):
+        denoiser(field['image'], mask=np.zeros((3, 3), bool))
+
+
+def test_bad_model_and_arguments():
+    with pytest.raises(ModelError):
+        N2VDenoiser('no_such_model')
+    with pytest.raises(ValueError, match='saturation'):
+        N2VDenoiser(saturation='high')
+    with pytest.raises(ValueError, match='tile'):
+        N2VDenoiser(tile=4)
+    assert 'n2v' in repr(N2VDenoiser(device='cpu'))
+
+
+def test_tiling_equals_full_pass(field):
+    img = field['image'].copy()
+    img[5:9, 100:140] = np.nan
+    full = N2VDenoiser(device='cpu', tile=1024)(img)
+    tiled = N2VDenoiser(device='cpu', tile=48)(img, progress=False)
+    np.testing.assert_allclose(tiled, full, rtol=0,
+                               atol=1e-4 * field['noise'], equal_nan=True)
+
+
+@pytest.mark.parametrize('kind', ['stars', 'nebula'])
+def test_psnr_gain_over_raw_and_gaussian(denoiser, kind):
+    f = simulate_denoise_field((192, 192), kind, seed=21)
+    out = denoiser(f['image'])
+    raw = psnr(f['image'], f['truth'])
+    gain = psnr(out, f['truth']) - raw
+    sigma = f['fwhm'] / 2.3548
+    gauss = ndimage.gaussian_filter(f['image'], sigma)
+    assert gain > 4.0
+    assert psnr(out, f['truth']) > psnr(gauss, f['truth']) + 1.0
+    assert ssim(out, f['truth']) > ssim(f['image'], f['truth'])
+
+
+def test_no_checkerboard(denoiser):
+    f = simulate_denoise_field((256, 256), 'nebula', seed=5)
+    out = denoiser(f['image'])
+    # Error of the denoised image and the residual: no excess at Nyquist.
+    assert nyquist_power_ratio(out - f['truth']) < 1.5
+    assert nyquist_power_ratio(f['image'] - out) < 1.5
+
+
+def test_flux_preserved(denoiser):
+    xs, ys, snr, fd, ft, fr = [], [], [], [], [], []
+    for seed in (31, 32):
+        f = simulate_denoise_field((256, 256), 'stars', seed=seed)
+        out = denoiser(f['image'])
+        st, r = f['stars'], 2 * f['fwhm']
+        ok = ((st['x'] > r + 1) & (st['x'] < 254 - r) & (st['y'] > r + 1)
+              & (st['y'] < 254 - r))
+        x, y = st['x'][ok], st['y'][ok]
+        ft.append(aperture_fluxes(f['truth'], x, y, r, f['sky']))
+        fd.append(aperture_fluxes(out, x, y, r, f['sky']))
+        snr.append(st['snr'][ok])
+    tab = flux_ratio_per_bin(np.concatenate(fd), np.concatenate(ft),
+                             np.concatenate(snr), bins=(10, 1e9))
+    assert tab['n'][0] > 50
+    assert abs(tab['median_ratio'][0] - 1.0) < 0.03
+
+
+def test_residual_at_sources_is_noise_like(denoiser, field, denoised):
+    st = field['stars']
+    ok = ((st['snr'] > 10) & (st['x'] > 8) & (st['x'] < 183)
+          & (st['y'] > 8) & (st['y'] < 151))
+    z = residual_at_sources(field['image'] - denoised, st['x'][ok],
+                            st['y'][ok], 2 * field['fwhm'], field['noise'])
+    assert len(z) > 10
+    assert abs(np.median(z)) < 1.0
+
+
+# Evaluation helpers --------------------------------------------------------
+
+def test_psnr_ssim_basics():
+    rng = np.random.default_rng(1)
+    truth = ndimage.gaussian_filter(rng.normal(size=(64, 64)), 2)
+    noisy = truth + 0.05 * rng.normal(size=truth.shape)
+    assert psnr(noisy, truth) < psnr(truth + 0.01, truth)
+    assert ssim(truth, truth) == 1.0
+    assert ssim(noisy, truth) < 1.0
+    with pytest.raises(ValueError, match='shapes'):
+        psnr(truth[:10], truth)
+
+
+def test_nyquist_ratio_detects_checkerboard():
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=(96, 96))
+    checker = 0.3 * (-1.0) ** np.add.outer(np.arange(96), np.arange(96))
+    assert nyquist_power_ratio(noise) < 1.5
+    assert nyquist_power_ratio(noise + checker) > 5.0
+
+
+def test_flux_ratio_per_bin_counts():
+    t = flux_ratio_per_bin([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 2.0],
+                           [5.0, 15.0, 15.0, 50.0], bins=(3, 10, 30, 100))
+    assert list(t['n']) == [1, 2, 1]
+    assert list(t['median_ratio']) == [1.0, 1.0, 2.0]
+
+
+def test_simulated_field_noise_matches():
+    f = simulate_denoise_field((128, 128), 'galaxies', seed=4)
+    resid = (f['image'] - f['truth'])[f['truth'] < f['sky'] + 0.1]
+    assert abs(np.std(resid) / f['noise'] - 1.0) < 0.05
+    with pytest.raises(ValueError, match='kind'):
+        simulate_denoise_field(kind='comets')
