@@ -26,12 +26,21 @@ denoised): its spread in units of the sky noise, its Nyquist power
 ratio, and its aperture sums at the SExtractor sources in noise units
 (mean and spread: a residual of pure noise gives about 0 and 1).
 
+``n2v_own`` is the Noise2Void use case proper: a model trained on
+frames like the ones to denoise (here simulated frames with the same
+PSF and noise, seeds disjoint from the benchmark's), made with::
+
+    python benchmarks/bench_denoise.py --write-training-frames runs/own_frames
+    python -m cnnfind.training.n2v runs/own_frames/*.fits \\
+        --out runs/n2v_own/n2v_own.onnx --steps 1500
+
 Examples
 --------
 ::
 
     python benchmarks/bench_denoise.py --quick
-    python benchmarks/bench_denoise.py --size 512 --seeds 0 1
+    python benchmarks/bench_denoise.py --size 512 --seeds 0 1 \\
+        --own-model runs/n2v_own/n2v_own.onnx
 """
 
 import argparse
@@ -49,12 +58,16 @@ from astropy.table import Table
 from scipy import ndimage
 
 from cnnfind.denoise import N2VDenoiser
-from cnnfind.evaluation import (completeness_at_purity, run_cnnfind, run_dao,
-                                threshold_sweep)
-from cnnfind.evaluation.denoise import (aperture_fluxes, flux_ratio_per_bin,
-                                        nyquist_power_ratio, psnr,
-                                        residual_at_sources,
-                                        simulate_denoise_field, ssim)
+from cnnfind.evaluation import completeness_at_purity, run_cnnfind, run_dao, threshold_sweep
+from cnnfind.evaluation.denoise import (
+    aperture_fluxes,
+    flux_ratio_per_bin,
+    nyquist_power_ratio,
+    psnr,
+    residual_at_sources,
+    simulate_denoise_field,
+    ssim,
+)
 from cnnfind.evaluation.peers import read_sextractor_catalog
 from cnnfind.runtime.normalize import robust_sky_noise
 
@@ -81,7 +94,20 @@ def _bm3d():
     return bm3d
 
 
-def methods(fwhm, noise, den):
+def write_training_frames(folder, size=384, n=9, first_seed=500):
+    """Simulated frames (seeds disjoint from the benchmark's) to train
+    a model "on the user's own data" with ``cnnfind train n2v``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        kind = KINDS[i % 3]
+        f = simulate_denoise_field((size, size), kind, seed=first_seed + i)
+        path = folder / f'sim_{kind}_{first_seed + i}.fits'
+        fits.PrimaryHDU(f['image']).writeto(path, overwrite=True)
+        print(f'wrote {path}')
+
+
+def methods(fwhm, noise, den, own=None):
     """name -> callable(image) -> denoised image."""
     sigma = fwhm / 2.3548
     out = {
@@ -94,6 +120,8 @@ def methods(fwhm, noise, den):
         out['bm3d'] = lambda im: np.asarray(
             bm3d.bm3d(im.astype(np.float64), sigma_psd=noise), np.float32)
     out['n2v'] = lambda im: den(im)
+    if own is not None:
+        out['n2v_own'] = lambda im: own(im)
     return out
 
 
@@ -123,7 +151,7 @@ def _depth(image, truth_xy, snr, fwhm, finder):
     return completeness_at_purity(sweep, 0.9)
 
 
-def simulated(args, den):
+def simulated(args, den, own=None):
     rows, flux_rows, depth_rows = [], [], []
     for kind in KINDS:
         fluxes = {}
@@ -136,7 +164,8 @@ def simulated(args, den):
             ok = _inside(st, args.size, r)
             xs, ys, snr = st['x'][ok], st['y'][ok], st['snr'][ok]
             ftrue = aperture_fluxes(truth, xs, ys, r, f['sky'])
-            for name, fn in methods(f['fwhm'], f['noise'], den).items():
+            for name, fn in methods(f['fwhm'], f['noise'], den,
+                                    own).items():
                 t0 = time.perf_counter()
                 out = fn(f['image'])
                 dt = time.perf_counter() - t0
@@ -148,7 +177,7 @@ def simulated(args, den):
                                                            rng_ssim),
                     'nyquist': nyquist_power_ratio(out - truth),
                     'seconds': dt})
-                if kind == 'stars' and name in ('raw', 'n2v') and \
+                if kind == 'stars' and name in ('raw', 'n2v', 'n2v_own') and \
                         not args.no_detection:
                     for finder in ('dao', 'cnn'):
                         depth_rows.append({
@@ -231,7 +260,16 @@ def main(argv=None):
     p.add_argument('--no-real', action='store_true')
     p.add_argument('--no-detection', action='store_true')
     p.add_argument('--data-dir', default=None)
+    p.add_argument('--own-model', default=None,
+                   help='also run this .onnx model (e.g. trained with '
+                        '"cnnfind train n2v" on --write-training-frames)')
+    p.add_argument('--write-training-frames', metavar='DIR', default=None,
+                   help='write 9 simulated 384x384 training frames (seeds '
+                        '500-508, disjoint from the benchmark) and exit')
     args = p.parse_args(argv)
+    if args.write_training_frames:
+        write_training_frames(args.write_training_frames)
+        return
     if args.quick:
         args.size, args.seeds, args.no_real = 256, [0], True
     print('command: python ' + ' '.join(shlex.quote(a) for a in
@@ -244,7 +282,11 @@ def main(argv=None):
     den = N2VDenoiser(args.model, device='cpu')
     print(f'model: {den.model.path.name} ({den.model.card.get("version")})')
     warnings.simplefilter('ignore')
-    quality, flux, depth = simulated(args, den)
+    own = None
+    if args.own_model:
+        own = N2VDenoiser(args.own_model, device='cpu')
+        print(f'own model: {args.own_model}')
+    quality, flux, depth = simulated(args, den, own)
     print('\nQuality against the truth (mean over seeds):')
     q = quality.group_by(['field', 'method'])
     agg = q['field', 'method', 'psnr', 'ssim', 'nyquist', 'seconds'] \

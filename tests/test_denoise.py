@@ -7,10 +7,15 @@ from astropy.nddata import CCDData, NDData
 from scipy import ndimage
 
 from cnnfind.denoise import N2VDenoiser
-from cnnfind.evaluation.denoise import (aperture_fluxes, flux_ratio_per_bin,
-                                        nyquist_power_ratio, psnr,
-                                        residual_at_sources,
-                                        simulate_denoise_field, ssim)
+from cnnfind.evaluation.denoise import (
+    aperture_fluxes,
+    flux_ratio_per_bin,
+    nyquist_power_ratio,
+    psnr,
+    residual_at_sources,
+    simulate_denoise_field,
+    ssim,
+)
 from cnnfind.runtime.registry import ModelError
 
 
@@ -183,7 +188,7 @@ def test_no_checkerboard(denoiser):
 
 
 def test_flux_preserved(denoiser):
-    xs, ys, snr, fd, ft, fr = [], [], [], [], [], []
+    snr, fd, ft = [], [], []
     for seed in (31, 32):
         f = simulate_denoise_field((256, 256), 'stars', seed=seed)
         out = denoiser(f['image'])

@@ -12,9 +12,15 @@ from cnnfind.denoise._prepare import GRID, median_fill  # noqa: E402
 from cnnfind.evaluation.denoise import psnr, simulate_denoise_field  # noqa: E402
 from cnnfind.runtime.registry import load_model  # noqa: E402
 from cnnfind.training.export import check_parity, export_onnx  # noqa: E402
-from cnnfind.training.n2v import (HALO, _receptive_field_radius, build_parser,  # noqa: E402
-                                  make_batch, nll_loss, normalise_frame,
-                                  train_n2v)
+from cnnfind.training.n2v import (  # noqa: E402
+    HALO,
+    _receptive_field_radius,
+    build_parser,
+    make_batch,
+    nll_loss,
+    normalise_frame,
+    train_n2v,
+)
 from cnnfind.training.n2v_net import N2VNet  # noqa: E402
 
 

@@ -5,12 +5,16 @@ Noise2Void denoising of astronomical images with an ONNX network.
 import numpy as np
 from astropy.nddata import NDData
 from astropy.units import Quantity
-
 from scipy import ndimage
 
-from cnnfind.denoise._prepare import (from_net_space, median_fill, noise_model,
-                                      noise_var_net_space, saturated_mask,
-                                      to_net_space)
+from cnnfind.denoise._prepare import (
+    from_net_space,
+    median_fill,
+    noise_model,
+    noise_var_net_space,
+    saturated_mask,
+    to_net_space,
+)
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
@@ -133,9 +137,10 @@ class N2VDenoiser:
 
         Parameters
         ----------
-        data : 2D array-like, `~astropy.units.Quantity`, `~astropy.nddata.NDData` or `~astropy.nddata.CCDData`
-            The image. Non-finite pixels are treated as masked; the mask
-            of a masked array or of an NDData is used too.
+        data : 2D array-like, `~astropy.units.Quantity` or `~astropy.nddata.NDData`
+            The image (an NDData subclass such as CCDData too).
+            Non-finite pixels are treated as masked; the mask of a
+            masked array or of an NDData is used too.
         mask : 2D bool array-like, optional
             `True` where a pixel is bad.
         fill : bool, optional
@@ -146,7 +151,7 @@ class N2VDenoiser:
 
         Returns
         -------
-        denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity` or the input's NDData type
+        denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity` or NDData
             The denoised image, of the input's shape (and type and unit).
             Saturated pixels are unchanged.
 

@@ -62,7 +62,7 @@ def psnr(estimate, truth, data_range=None, *, mask=None):
     >>> import numpy as np
     >>> from cnnfind.evaluation.denoise import psnr
     >>> truth = np.zeros((8, 8)); truth[4, 4] = 10.0
-    >>> round(psnr(truth + 0.1, truth), 1)
+    >>> print(round(psnr(truth + 0.1, truth), 1))
     40.0
     """
     est, tru, good = _pair(estimate, truth, mask)

@@ -31,8 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnfind.denoise._prepare import (ASINH_SCALE, GRID, grid_mask, median_fill,
-                                      saturated_mask, to_net_space)
+from cnnfind.denoise._prepare import (
+    ASINH_SCALE,
+    GRID,
+    grid_mask,
+    median_fill,
+    saturated_mask,
+    to_net_space,
+)
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import train
@@ -96,8 +102,8 @@ def normalise_frame(image, mask=None, saturation=None):
 
 def _simulated_frames(n, size, seed, log=print):
     """``n`` simulated fields spanning skies, PSFs, densities, artefacts."""
-    from cnnfind.training.data import _random_config
     from cnnfind.simulation import simulate_field
+    from cnnfind.training.data import _random_config
     rng = np.random.default_rng(seed)
     frames = []
     while len(frames) < n:
