@@ -31,8 +31,8 @@ PSF_SCENARIO = dict(fwhm=3.5, beta=2.8, ratio=0.9, theta=0.5, kind='moffat',
 
 #: Half-size (pixels) of the box in which contamination is measured.
 CLEAN_BOX = 12
-#: Largest summed |contamination| within 3 FWHM, as a fraction of the
-#: star's own flux there, for a clean star.
+#: Largest profile-weighted |contamination| within 3 FWHM, as a
+#: fraction of the star's own light, for a clean star.
 CLEAN_MAX_SUM = 0.03
 #: Largest |contamination| pixel in the box, as a fraction of the star's
 #: own peak, for a clean star.
@@ -73,8 +73,12 @@ def simulate_psf_field(shape=(512, 512), seed=None, *, fwhm=3.5, beta=2.8,
     A star is *clean* when it is unsaturated, its ``2 * CLEAN_BOX + 1``
     box lies inside the image (and off ``exclusion``) without saturated
     pixels, and the noise-free light of everything else (other stars,
-    binary companions, galaxies, cosmic rays, hot pixels) adds up to at
-    most ``CLEAN_MAX_SUM`` of its own flux within 3 FWHM, with no
+    binary companions, galaxies, cosmic rays, hot pixels), less its
+    median over the box's 2-pixel border (a local background, which
+    removes smooth light such as a distant galaxy's wing), is at most
+    ``CLEAN_MAX_SUM`` of the star's own light where the star's light is
+    (the absolute contamination weighted by the star's own profile
+    within 3 FWHM, over the same weighting of the star itself), with no
     pixel of the box above ``CLEAN_MAX_PEAK`` of its own peak.
 
     Parameters
@@ -188,10 +192,15 @@ def simulate_psf_field(shape=(512, 512), seed=None, *, fwhm=3.5, beta=2.8,
     flux = flux_e / gain
     peak = np.zeros(len(x))
     contam = np.full(len(x), np.inf)
+    c_sum = np.full(len(x), np.inf)
+    c_peak = np.full(len(x), np.inf)
+    c_where = np.full(len(x), np.inf)
     inside = np.zeros(len(x), bool)
     sat_star = np.zeros(len(x), bool)
     b = CLEAN_BOX
     yy, xx = np.mgrid[-b:b + 1, -b:b + 1]
+    frame = np.ones(yy.shape, bool)
+    frame[2:-2, 2:-2] = False
     for i in range(len(x)):
         ix, iy = int(np.round(x[i])), int(np.round(y[i]))
         own = np.zeros((2 * b + 1, 2 * b + 1))
@@ -206,10 +215,18 @@ def simulate_psf_field(shape=(512, 512), seed=None, *, fwhm=3.5, beta=2.8,
         win = (slice(iy - b, iy + b + 1), slice(ix - b, ix + b + 1))
         inside[i] = not satmap[win].any() and (
             exclusion is None or not exclusion[win].any())
-        other = np.abs(total[win] - own)
+        other = total[win] - own
+        # Smooth light that a local background removes is not counted.
+        other = np.abs(other - np.median(other[frame]))
         core = (xx + ix - x[i])**2 + (yy + iy - y[i])**2 <= (3 * fwhm)**2
-        contam[i] = max(other[core].sum() / (own[core].sum() * CLEAN_MAX_SUM),
-                        other.max() / (peak[i] * CLEAN_MAX_PEAK))
+        # Other light where the star's light is (weighted by its own
+        # profile), as a fraction of the star's own light.
+        c_sum[i] = ((other[core] * own[core]).sum()
+                    / ((own[core]**2).sum() * CLEAN_MAX_SUM))
+        c_peak[i] = other.max() / (peak[i] * CLEAN_MAX_PEAK)
+        j = np.unravel_index(other.argmax(), other.shape)
+        c_where[i] = np.hypot(xx[j] + ix - x[i], yy[j] + iy - y[i])
+        contam[i] = max(c_sum[i], c_peak[i])
     clean = inside & ~sat_star & (contam <= 1.0)
     if saturation is not None:
         sat_star |= satmap[np.clip(np.round(y).astype(int), 0, ny - 1),
@@ -220,7 +237,9 @@ def simulate_psf_field(shape=(512, 512), seed=None, *, fwhm=3.5, beta=2.8,
                         kind=kind),
             'stars': {'x': x, 'y': y, 'flux': flux, 'peak': peak,
                       'snr': snr, 'saturated': sat_star, 'binary': binary,
-                      'contamination': contam, 'clean': clean},
+                      'contamination': contam, 'contamination_sum': c_sum,
+                      'contamination_peak': c_peak,
+                      'contamination_peak_r': c_where, 'clean': clean},
             'galaxies': {'x': gx, 'y': gy}}
 
 
@@ -302,26 +321,26 @@ def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10):
     Returns the `~photutils.psf.ImagePSF` (or `None` with fewer than two
     usable stars).
     """
+    import warnings
+
     from astropy.nddata import NDData
     from astropy.table import Table
     from photutils.psf import EPSFBuilder, extract_stars
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
     if len(x) < 2:
         return None
-    stars = extract_stars(NDData(np.asarray(data, float)),
-                          Table({'x': np.asarray(x, float),
-                                 'y': np.asarray(y, float)}),
-                          size=size)
-    if len(stars) < 2:
-        return None
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
+        stars = extract_stars(NDData(np.asarray(data, float)),
+                              Table({'x': x, 'y': y}), size=size)
+        if len(stars) < 2:
+            return None
         builder = EPSFBuilder(oversampling=oversampling, maxiters=maxiters,
                               progress_bar=False)
         result = builder(stars)
-    epsf = result[0] if isinstance(result, tuple) else getattr(
+    return result[0] if isinstance(result, tuple) else getattr(
         result, 'epsf', result)
-    return epsf
 
 
 def epsf_residual(epsf, psf, *, size=25, n_phase=3):

@@ -7,6 +7,8 @@ Numpy only; shared by `PSFStarSelector` and its training script so that
 the network sees exactly what it was trained on.
 """
 
+import warnings
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -40,9 +42,21 @@ def _cutouts(data, valid, x, y, half):
     return dp[rows, cols], vp[rows, cols], xi, yi
 
 
+def _frame_median(stamps, valid, fallback):
+    """Median of the valid pixels of each cutout's 2-pixel border."""
+    frame = np.ones(stamps.shape[1:], bool)
+    frame[2:-2, 2:-2] = False
+    vals = np.where(valid & frame, stamps, np.nan)[:, frame]
+    with np.errstate(all='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        med = np.nanmedian(vals, axis=1)
+    return np.where(np.isfinite(med), med, fallback)
+
+
 def _measure(stamps, valid, x, y, xi, yi, sky, noise, fwhm, half):
     """
-    Per-candidate measurements on sky-subtracted cutouts.
+    Per-candidate measurements on sky-subtracted cutouts (``sky`` is one
+    value per cutout).
 
     Returns a dict of arrays: ``peak`` (above the sky), ``flux``
     (aperture of radius 3 FWHM), ``snr`` (aperture of radius 1 FWHM),
@@ -52,6 +66,7 @@ def _measure(stamps, valid, x, y, xi, yi, sky, noise, fwhm, half):
     ``edge`` (the box is cut by the image edge or holds a masked / NaN
     pixel).
     """
+    sky = np.asarray(sky, float).reshape(-1, 1, 1)
     s = np.where(valid, stamps - sky, 0.0)
     n = len(x)
     c = half
@@ -129,7 +144,7 @@ def _analytic_reference(fwhm):
 
 def _normalised(stamps, valid, sky, amp):
     """The network's view of each cutout: peak-normalised, clipped."""
-    x = (stamps - sky) / amp[:, None, None]
+    x = (stamps - np.asarray(sky).reshape(-1, 1, 1)) / amp[:, None, None]
     return np.where(valid, np.clip(x, *CLIP), 0.0).astype(np.float32)
 
 
@@ -172,7 +187,12 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
     """
     big = max(half, STAMP // 2)
     stamps, svalid, xi, yi = _cutouts(data, valid, x, y, big)
-    m = _measure(stamps, svalid, x, y, xi, yi, sky, noise, fwhm, big)
+    k = big - half
+    inner = (slice(None), slice(k, stamps.shape[1] - k),
+             slice(k, stamps.shape[2] - k))
+    local = _frame_median(stamps[inner], svalid[inner], sky)
+    m = _measure(stamps, svalid, x, y, xi, yi, local, noise, fwhm, big)
+    m['local_sky'] = local
     if half < big:  # edge/mask test on the extraction box only
         k = big - half
         m['edge'] = ~svalid[:, k:-k, k:-k].all(axis=(1, 2))
@@ -182,13 +202,82 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
     if k:
         stamps, svalid = stamps[:, k:-k, k:-k], svalid[:, k:-k, k:-k]
     amp = np.maximum(m['peak'], noise)
-    norm = _normalised(stamps, svalid, sky, amp)
+    norm = _normalised(stamps, svalid, local, amp)
     usable = ~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
     ref, n_ref = _reference(norm, svalid, usable, m['snr'], fwhm)
     m['stamps'], m['scalars'] = _network_input(norm, svalid, ref, fwhm, amp,
                                                noise, x, y, xi, yi)
     m['n_reference'] = n_ref
+    m['resid_max'], m['resid_sig'], m['resid_sharp'] = _residual_outlier(
+        norm, svalid, ref, noise / amp, fwhm)
     c = STAMP // 2
     r = np.hypot(*np.mgrid[-c:c + 1, -c:c + 1]) <= fwhm
     m['conc_ref'] = float(ref[c, c] / max(ref[r].sum(), 1e-30))
     return m
+
+
+def _core_fwhm(data, valid, sky, x, y, radius):
+    """
+    FWHM of a circular Gaussian fitted to the core of each star.
+
+    The logarithm of the sky-subtracted pixels above 15 % of the peak
+    within ``radius`` of the centroid is fitted with a paraboloid (weights
+    proportional to the pixel value, Caruana's method); the pixel's own
+    width (1/12 px**2) is removed from the variance. NaN where the fit
+    fails.
+    """
+    half = int(np.ceil(radius)) + 1
+    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, half)
+    n = len(x)
+    off = np.arange(-half, half + 1)
+    shape = stamps.shape
+    dx = np.broadcast_to(off[None, None, :] - (x - xi)[:, None, None], shape)
+    dy = np.broadcast_to(off[None, :, None] - (y - yi)[:, None, None], shape)
+    s = stamps - sky
+    core = np.where(svalid, s, -np.inf)[:, half - 1:half + 2, half - 1:half + 2]
+    peak = core.reshape(n, -1).max(axis=1)
+    use = (svalid & (dx**2 + dy**2 <= radius**2)
+           & (s > 0.15 * peak[:, None, None]))
+    out = np.full(n, np.nan)
+    for i in range(n):
+        u = use[i]
+        if u.sum() < 6:
+            continue
+        v = s[i][u]
+        a = np.column_stack([np.ones(len(v)), dx[i][u], dy[i][u],
+                             dx[i][u]**2 + dy[i][u]**2])
+        coef = np.linalg.lstsq(a * v[:, None], np.log(v) * v, rcond=None)[0]
+        if coef[3] < 0:
+            var = -0.5 / coef[3] - 1.0 / 12.0
+            if var > 0:
+                out[i] = 2.3548 * np.sqrt(var)
+    return out
+
+
+def _residual_outlier(norm, valid, ref, noise_norm, fwhm):
+    """
+    The most discrepant pixel of each cutout against the reference
+    stamp, outside the core (radius > 1.5 FWHM, where centring errors
+    do not matter): its absolute residual in units of the peak, its
+    significance in units of the noise, and whether it is sharp (at
+    least twice the mean residual of its 8 neighbours: a cosmic ray or
+    hot pixel rather than a source).
+    """
+    c = STAMP // 2
+    yy, xx = np.mgrid[-c:c + 1, -c:c + 1]
+    outer = np.hypot(xx, yy) > 1.5 * fwhm
+    full = np.where(valid, norm - ref[None], 0.0)
+    res = np.where(outer[None], full, 0.0)
+    n = len(norm)
+    flat = np.abs(res).reshape(n, -1)
+    j = flat.argmax(axis=1)
+    rmax = flat[np.arange(n), j]
+    sig = rmax / np.maximum(noise_norm, 1e-12)
+    jy, jx = np.unravel_index(j, (STAMP, STAMP))
+    pad = np.pad(np.abs(full), ((0, 0), (1, 1), (1, 1)))
+    idx = np.arange(n)
+    around = sum(pad[idx, jy + 1 + dy, jx + 1 + dx]
+                 for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if dy or dx) / 8.0
+    sharp = rmax >= 2.0 * np.maximum(around, 1e-12)
+    return rmax, sig, sharp

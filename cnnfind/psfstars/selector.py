@@ -13,7 +13,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._columns import _candidate_xy
-from cnnfind.psfstars._features import STAMP, _prepare_candidates
+from cnnfind.psfstars._features import STAMP, _core_fwhm, _prepare_candidates
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import _providers, get_session
@@ -25,7 +25,14 @@ _CARD_KEYS = ('stamp_size', 'default_min_score', 'normalization')
 #: Readable rejection reasons, in the order they are tested.
 REASONS = ('near edge or mask', 'saturated', 'too faint',
            'neighbour within {n} FWHM', 'cosmic ray / hot pixel',
-           'not point-like / extended', 'odd shape')
+           'cosmic ray / hot pixel', 'not point-like / extended',
+           'other light in box', 'odd shape')
+
+#: A pixel outside the core that differs from the reference stamp by
+#: more than this fraction of the peak, and by more than
+#: ``_OUTLIER_SIGMA`` times the noise, rejects the star.
+_OUTLIER_FRACTION = 0.1
+_OUTLIER_SIGMA = 5.0
 
 
 def _sigmoid(x):
@@ -65,10 +72,10 @@ class PSFStarSelector:
     fwhm : float or `None`, optional
         PSF FWHM in pixels. `None` (default) estimates it from the data:
         CNNStarFinder is run with a 3-pixel guess, a circular Gaussian
-        is fitted (`photutils.psf.fit_fwhm`) to the brightest isolated
-        unsaturated detections and their median FWHM is taken; this is
-        repeated once from the new value when it differs from the guess
-        by more than 25 %. The estimate is in the attribute
+        is fitted to the cores of the 50 brightest isolated unsaturated
+        detections and their median FWHM is taken; the search is
+        repeated from the new value while it differs from the guess by
+        more than 25 % (at most three times). The estimate is in the attribute
         ``fwhm_used_`` after a call.
     min_score : float or `None`, optional
         Minimum ``psf_score``. `None` uses the model card's default
@@ -197,10 +204,9 @@ class PSFStarSelector:
                 np.asarray(tab['y_centroid'], float))
 
     def _estimate_fwhm(self, data, mask, valid, sky, noise):
-        """Median Gaussian FWHM of the brightest isolated detections."""
-        from photutils.psf import fit_fwhm
+        """Median core FWHM of the brightest isolated detections."""
         guess = 3.0
-        for _ in range(2):
+        for _ in range(3):
             x, y = self._find(data, mask, sky, noise, guess)
             if len(x) == 0:
                 break
@@ -213,27 +219,19 @@ class PSFStarSelector:
             idx = idx[np.argsort(-m['snr'][idx])][:50]
             if len(idx) < 3:
                 break
-            half = int(np.clip(np.ceil(guess), 2, 12))
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                fw = fit_fwhm(data - sky, xypos=np.column_stack([x[idx],
-                                                                 y[idx]]),
-                              fwhm=guess, fit_shape=2 * half + 1,
-                              mask=~valid)
-            fw = np.asarray(fw, float)
-            fw = fw[np.isfinite(fw) & (fw > 0.5)]
-            if len(fw) < 3:
-                break
-            new = float(np.median(fw))
+            new = guess
+            for _ in range(2):  # the fit radius follows the estimate
+                fw = _core_fwhm(data, valid, sky, x[idx], y[idx],
+                                max(2.0, new))
+                if np.isfinite(fw).sum() < 3:
+                    break
+                new = float(np.nanmedian(fw))
             if abs(new / guess - 1.0) <= 0.25:
                 return new
             guess = float(np.clip(new, 1.0, 12.0))
-        else:
-            return guess
-        if guess == 3.0:
-            warnings.warn('could not estimate the FWHM from the data (too '
-                          'few bright isolated stars); using 3 pixels. Pass '
-                          'fwhm= to set it.', CNNFindWarning, stacklevel=3)
+        warnings.warn('could not estimate the FWHM from the data (too few '
+                      f'bright isolated stars); using {guess:.2f} pixels. '
+                      'Pass fwhm= to set it.', CNNFindWarning, stacklevel=3)
         return guess
 
     # -- the call ----------------------------------------------------------
@@ -314,8 +312,12 @@ class PSFStarSelector:
         faint = m['snr'] < self.min_snr
         crowded = m['crowded']
         low = score < self.min_score
-        tests = (edge, sat & ~edge, faint, crowded, low & (sharp > 1.3),
-                 low & ((m['size'] > 1.25) | (sharp < 0.75)), low)
+        outlier = ((m['resid_max'] > _OUTLIER_FRACTION)
+                   & (m['resid_sig'] > _OUTLIER_SIGMA))
+        bad = low | outlier
+        tests = (edge, sat & ~edge, faint, crowded,
+                 outlier & m['resid_sharp'], bad & (sharp > 1.3),
+                 bad & ((m['size'] > 1.25) | (sharp < 0.75)), outlier, low)
         reason = np.full(len(x), '', dtype=object)
         for text, hit in zip(REASONS, tests, strict=True):
             text = text.format(n=f'{self.isolation:g}')
@@ -403,10 +405,11 @@ class PSFStarSelector:
             return None
         plain, mask, _ = _unpack(data, mask)
         valid = valid_pixel_mask(plain, mask)
-        nd = NDData(np.where(valid, plain - np.float32(table.meta['sky']),
-                             0.0).astype(float), mask=~valid)
-        cat = Table({'x': np.asarray(table['x_centroid'], float),
-                     'y': np.asarray(table['y_centroid'], float)})
+        x = np.asarray(table['x_centroid'], float)
+        y = np.asarray(table['y_centroid'], float)
+        img = np.where(valid, plain - np.float32(table.meta['sky']), 0.0)
+        nd = NDData(img.astype(float), mask=None if valid.all() else ~valid)
+        cat = Table({'x': x, 'y': y})
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             return extract_stars(nd, cat, size=size)

@@ -212,7 +212,7 @@ def _augment(stamps, scalars, gen):
     return stamps, scalars
 
 
-def train_net(data, *, epochs=12, batch_size=256, lr=2e-3, seed=0,
+def train_net(data, *, epochs=15, batch_size=256, lr=2e-3, seed=0,
               channels=(16, 32, 48), log=print):
     """Train a `PSFStarNet` on ``data`` with class-balanced loss."""
     torch.manual_seed(seed)
@@ -267,13 +267,14 @@ def choose_threshold(score, label, eligible, purity=0.99):
     ``purity``; returns ``(cut, purity, completeness)``.
     """
     s, y = score[eligible], label[eligible]
-    for cut in np.round(np.arange(0.5, 0.995, 0.01), 2):
+    for cut in np.unique(np.concatenate([np.round(np.arange(0.5, 0.99, 0.01), 2),
+                                         np.round(np.arange(0.99, 0.9995, 0.001), 3)])):
         sel = s >= cut
         if sel.sum() and y[sel].mean() >= purity:
             return float(cut), float(y[sel].mean()), float(
                 (sel & y).sum() / max(y.sum(), 1))
-    sel = s >= 0.99
-    return 0.99, float(y[sel].mean()) if sel.any() else np.nan, float(
+    sel = s >= 0.999
+    return 0.999, float(y[sel].mean()) if sel.any() else np.nan, float(
         (sel & y).sum() / max(y.sum(), 1))
 
 
@@ -290,7 +291,7 @@ def build_parser():
     p.add_argument('--fields', type=int, default=1200,
                    help='simulated 256x256 training fields')
     p.add_argument('--size', type=int, default=256)
-    p.add_argument('--epochs', type=int, default=12)
+    p.add_argument('--epochs', type=int, default=15)
     p.add_argument('--batch-size', type=int, default=256)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--seed', type=int, default=0)
