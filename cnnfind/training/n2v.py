@@ -23,6 +23,7 @@ and a model for your own frames by::
 """
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -273,7 +274,9 @@ def _fit(frames, p_frames, args, workdir, log):
     model = N2VNet()
     if args.skip_training:
         model.load_state_dict(torch.load(workdir / 'best.pt'))
-        return model, None
+        hist = workdir / 'history.json'
+        return model, (json.loads(hist.read_text()) if hist.exists()
+                       else None)
     val_rng = np.random.default_rng((args.seed, 10_000))
     val = [tuple(torch.from_numpy(a) for a in
                  make_batch(frames, val_rng, args.batch_size, args.patch,
@@ -476,7 +479,9 @@ def _run(args, arrays, log):
         raise RuntimeError(msg)
     parity = _export(model, onnx_path, log)
     card = _base_card(args, history, parity, rf, training_data, command)
-    card['training']['wall_time_s'] = round(time.time() - t0, 1)
+    card['training']['wall_time_s'] = round(
+        history['elapsed_s'] if history and 'elapsed_s' in history
+        else time.time() - t0, 1)
     card_path = write_card(onnx_path, card)
     if args.generic:
         # Measured with the card in place (the runtime reads it).
