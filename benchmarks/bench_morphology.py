@@ -95,6 +95,9 @@ def main(argv=None):
     parser.add_argument('--limit', type=int, default=None,
                         help='use at most this many objects per split')
     parser.add_argument('--out', default=None, help='JSON file of metrics')
+    parser.add_argument('--feature-cache', default=None,
+                        help='.npz file caching the baseline features '
+                             '(they do not depend on the CNN)')
     args = parser.parse_args(argv)
 
     ids, paths, labels = load_gz1()
@@ -121,6 +124,9 @@ def main(argv=None):
     cols = [f'p_{c}' for c in CLASSES]
     p_col = np.column_stack([tbl[c] for c in cols])
     p_grey = np.column_stack([clf(grey_cut)[c] for c in cols])
+    tta = GalaxyMorphClassifier(device='cpu', tta=True)
+    p_tta = np.column_stack([tta(cut)[c] for c in cols])
+    p_ng_tta = tta._predict(x_ng)
     t0 = time.perf_counter()
     clf._predict(np.repeat(x_ng, 4, axis=0))
     t_net = (time.perf_counter() - t0) / (4 * len(x_ng))
@@ -129,17 +135,30 @@ def main(argv=None):
                                              y_test, CLASSES),
         'CNN grey (single band)': classification_metrics(
             np.vstack([p_grey, p_ng]), y_test, CLASSES),
+        'CNN colour, tta=True': classification_metrics(
+            np.vstack([p_tta, p_ng_tta]), y_test, CLASSES),
     }
 
     # Classical baseline: features of the same framed stamps.
-    t0 = time.perf_counter()
-    f_tr = _features(_gz1_display(paths[tr]))
-    t_feat = (time.perf_counter() - t0) / len(tr)
-    f_tr_grey = _features(_gz1_display(paths[tr]), grey=True)
-    f_ng_tr = _features(ng_train)
-    f_te = _features(_gz1_display(paths[te]))
-    f_te_grey = _features(_gz1_display(paths[te]), grey=True)
-    f_ng_te = _features(ng_test)
+    names = ('f_tr', 'f_tr_grey', 'f_ng_tr', 'f_te', 'f_te_grey', 'f_ng_te',
+             't_feat')
+    if args.feature_cache and os.path.exists(args.feature_cache):
+        z = np.load(args.feature_cache)
+        f_tr, f_tr_grey, f_ng_tr, f_te, f_te_grey, f_ng_te, t_feat = (
+            z[n] for n in names)
+    else:
+        t0 = time.perf_counter()
+        f_tr = _features(_gz1_display(paths[tr]))
+        t_feat = (time.perf_counter() - t0) / len(tr)
+        f_tr_grey = _features(_gz1_display(paths[tr]), grey=True)
+        f_ng_tr = _features(ng_train)
+        f_te = _features(_gz1_display(paths[te]))
+        f_te_grey = _features(_gz1_display(paths[te]), grey=True)
+        f_ng_te = _features(ng_test)
+        if args.feature_cache:
+            np.savez(args.feature_cache, **dict(zip(names, (
+                f_tr, f_tr_grey, f_ng_tr, f_te, f_te_grey, f_ng_te, t_feat),
+                strict=True)))
     y_ng_tr = np.full(len(f_ng_tr), 2)
     p_base, p_base_grey = _baseline(
         [(f_tr, labels[tr]), (f_tr_grey, labels[tr]), (f_ng_tr, y_ng_tr)],

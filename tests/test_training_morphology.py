@@ -83,16 +83,17 @@ def test_tiny_training_exports_a_working_model(tmp_path):
     images, labels = _synthetic_set(24)
     split = np.where(np.arange(len(labels)) % 4 == 0, 'val', 'train')
     grey = np.zeros(len(labels), bool)
-    net, temperature, history = train(images, labels, grey, split, epochs=4,
+    net, calibration, history = train(images, labels, grey, split, epochs=4,
                                       batch_size=16, lr=1e-2,
                                       log=lambda m: None)
     assert len(history) == 4
     assert history[-1][1] < history[0][1]  # the loss went down
-    assert temperature > 0
+    assert calibration[0] > 0
+    assert len(calibration[1]) == 3
     card = {'name': 'tiny', 'classes': ['elliptical', 'spiral', 'no_galaxy'],
             'input_size': INPUT_SIZE, 'crop': 0.5, 'stamp_scale': 5.1}
     path = tmp_path / 'tiny.onnx'
-    parity = export_model(net, temperature, path, card)
+    parity = export_model(net, calibration, path, card)
     assert parity < 1e-5
     clf = GalaxyMorphClassifier(path, device='cpu')
     # The exported model classifies the training patterns.

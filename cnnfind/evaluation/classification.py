@@ -53,7 +53,7 @@ def reliability(prob, true, n_bins=10):
     >>> prob = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
     >>> bins, ece = reliability(prob, [0, 0, 0, 1], n_bins=5)
     >>> round(ece, 3)
-    0.05
+    0.1
     """
     prob = np.asarray(prob, float)
     true = np.asarray(true, int)

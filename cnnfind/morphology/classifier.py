@@ -76,6 +76,9 @@ class GalaxyMorphClassifier:
         Sources with more than this fraction of invalid (masked, NaN or
         off-image) pixels in the network's view of their stamp get NaN
         probabilities and the label ``'masked'``.
+    tta : bool, optional
+        Test-time augmentation: average the probabilities over the
+        eight rotations and flips of each stamp (eight times slower).
     batch_size : int, optional
         Cutouts per network call (bounds the memory).
     n_threads : int or `None`, optional
@@ -101,8 +104,8 @@ class GalaxyMorphClassifier:
     """
 
     def __init__(self, model=None, device='auto', *, stretch='auto',
-                 max_masked_fraction=0.5, batch_size=256, n_threads=None,
-                 progress=False):
+                 max_masked_fraction=0.5, tta=False, batch_size=256,
+                 n_threads=None, progress=False):
         self.model = load_model(model, 'galaxymorph',
                                 required_keys=_CARD_KEYS)
         self.device = device
@@ -111,6 +114,7 @@ class GalaxyMorphClassifier:
             msg = 'max_masked_fraction must be within [0, 1]'
             raise ValueError(msg)
         self.max_masked_fraction = float(max_masked_fraction)
+        self.tta = bool(tta)
         if int(batch_size) < 1:
             msg = 'batch_size must be a positive integer'
             raise ValueError(msg)
@@ -255,8 +259,16 @@ class GalaxyMorphClassifier:
         starts = range(0, len(x), self.batch_size)
         bar = _progress_bar(len(starts), self.progress, 'cutouts')
         for s in starts:
-            out[s:s + self.batch_size] = session.run(
-                None, {name: x[s:s + self.batch_size]})[0]
+            batch = x[s:s + self.batch_size]
+            if self.tta:
+                views = [np.rot90(v, k, axes=(2, 3))
+                         for v in (batch, batch[..., ::-1]) for k in range(4)]
+                prob = [session.run(None, {name: np.ascontiguousarray(v)})[0]
+                        for v in views]
+                out[s:s + self.batch_size] = np.mean(prob, axis=0)
+            else:
+                out[s:s + self.batch_size] = session.run(None,
+                                                         {name: batch})[0]
             if bar is not None:
                 bar.update(1)
         if bar is not None:

@@ -76,15 +76,21 @@ class MorphNet(nn.Module):
 
 
 class _Probabilities(nn.Module):
-    """The exported graph: temperature-scaled softmax of the logits."""
+    """
+    The exported graph: softmax of the logits plus class offsets,
+    divided by a temperature.
+    """
 
-    def __init__(self, net, temperature):
+    def __init__(self, net, temperature, offsets=None):
         super().__init__()
         self.net = net
         self.register_buffer('t', torch.tensor(float(temperature)))
+        offsets = torch.zeros(len(CLASSES)) if offsets is None else \
+            torch.as_tensor(offsets, dtype=torch.float32)
+        self.register_buffer('offsets', offsets)
 
     def forward(self, x):
-        return torch.softmax(self.net(x) / self.t, dim=1)
+        return torch.softmax((self.net(x) + self.offsets) / self.t, dim=1)
 
 
 def build_cache(cache_dir, *, data_dir=None, seed=0, limit=None):
@@ -200,12 +206,27 @@ def _logits(net, images, batch=256):
                           for s in range(0, len(images), batch)])
 
 
-def _fit_temperature(logits, labels):
-    """Temperature minimising the validation NLL (grid search)."""
+def _fit_calibration(logits, labels):
+    """
+    Temperature and spiral-logit offset minimising the validation NLL
+    (grid search).
+
+    Training samples the classes evenly, so the raw probabilities assume
+    equal priors; the offset restores the elliptical:spiral ratio of the
+    Galaxy Zoo sample (the validation set has it), and the temperature
+    calibrates the confidence.
+    """
     y = torch.as_tensor(labels)
-    ts = np.exp(np.linspace(np.log(0.3), np.log(5), 80))
-    nll = [float(F.cross_entropy(logits / t, y)) for t in ts]
-    return float(ts[int(np.argmin(nll))])
+    ts = np.exp(np.linspace(np.log(0.3), np.log(5), 60))
+    bs = np.linspace(-2.0, 2.0, 41)
+    best = (np.inf, 1.0, 0.0)
+    for b in bs:
+        shifted = logits + torch.tensor([0.0, float(b), 0.0])
+        for t in ts:
+            nll = float(F.cross_entropy(shifted / t, y))
+            if nll < best[0]:
+                best = (nll, float(t), float(b))
+    return best[1], [0.0, best[2], 0.0]
 
 
 def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
@@ -216,7 +237,7 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
 
     Returns
     -------
-    net, temperature, history
+    net, (temperature, offsets), history
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -258,19 +279,22 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
             best = bacc
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
-    temperature = _fit_temperature(_logits(net, images[va]), labels[va])
-    log(f'best val balanced acc {best:.4f}, temperature {temperature:.3f}')
-    return net, temperature, history
+    temperature, offsets = _fit_calibration(_logits(net, images[va]),
+                                            labels[va])
+    log(f'best val balanced acc {best:.4f}, temperature {temperature:.3f}, '
+        f'offsets {offsets}')
+    return net, (temperature, offsets), history
 
 
-def export_model(net, temperature, onnx_path, card):
+def export_model(net, calibration, onnx_path, card):
     """
-    Export ``net`` with its temperature-scaled softmax to ONNX, check
-    torch/onnxruntime parity and write ``card`` beside it.
+    Export ``net`` with its calibrated softmax (``calibration`` =
+    ``(temperature, offsets)``) to ONNX, check torch/onnxruntime parity
+    and write ``card`` beside it.
 
     Returns the maximum absolute parity difference.
     """
-    wrapped = _Probabilities(net, temperature).eval()
+    wrapped = _Probabilities(net, *calibration).eval()
     example = torch.rand(3, 3, INPUT_SIZE, INPUT_SIZE,
                          generator=torch.Generator().manual_seed(0))
     export_onnx(wrapped, [example], onnx_path, input_names=['image'],
@@ -281,7 +305,7 @@ def export_model(net, temperature, onnx_path, card):
     return parity
 
 
-def _card(args, history, temperature, n_params, counts):
+def _card(args, history, calibration, n_params, counts):
     return {
         'name': 'galaxymorph',
         'version': '1.0.0',
@@ -291,8 +315,12 @@ def _card(args, history, temperature, n_params, counts):
                             '[0, 1]: the central half of a Galaxy-Zoo-'
                             'framed cutout, resampled; single-band '
                             'data repeated over the 3 channels'},
-        'outputs': {'probabilities': 'float32 (N, 3) temperature-scaled '
-                                     'softmax, in the order of classes'},
+        'outputs': {'probabilities': 'float32 (N, 3) calibrated softmax '
+                                     '(logit offsets for the GZ1 '
+                                     'elliptical:spiral prior, then a '
+                                     'temperature; both fitted on the '
+                                     'validation set), in the order of '
+                                     'classes'},
         'input_size': INPUT_SIZE,
         'crop': CROP,
         'stamp_scale': STAMP_SCALE,
@@ -317,7 +345,9 @@ def _card(args, history, temperature, n_params, counts):
             f'{dict(zip(CLASSES, counts, strict=True))}'),
         'training': {'epochs': args.epochs, 'batch_size': 64,
                      'lr': args.lr, 'seed': args.seed,
-                     'temperature': temperature, 'parameters': n_params,
+                     'temperature': calibration[0],
+                     'logit_offsets': calibration[1],
+                     'parameters': n_params,
                      'history [epoch, loss, val balanced acc]': history},
     }
 
@@ -365,7 +395,7 @@ def main(argv=None):
     parser.add_argument('--out', default='cnnfind/models',
                         help='folder for galaxymorph.onnx and its card')
     parser.add_argument('--workdir', default='runs/morphology')
-    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--epochs', type=int, default=20)
     parser.add_argument('--lr', type=float, default=2e-3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2)
@@ -380,14 +410,14 @@ def main(argv=None):
         work, data_dir=args.data_dir, seed=args.seed, limit=args.limit)
     print(f'cache: {len(images)} images in {time.time() - t0:.0f} s',
           flush=True)
-    net, temperature, history = train(
+    net, calibration, history = train(
         images, labels, grey, split, epochs=args.epochs, lr=args.lr,
         seed=args.seed, log=lambda m: print(m, flush=True))
     onnx_path = Path(args.out) / 'galaxymorph.onnx'
     counts = np.bincount(labels[split == 'train'], minlength=3).tolist()
-    card = _card(args, history, temperature,
+    card = _card(args, history, calibration,
                  sum(p.numel() for p in net.parameters()), counts)
-    card['onnx_parity_max_abs_diff'] = export_model(net, temperature,
+    card['onnx_parity_max_abs_diff'] = export_model(net, calibration,
                                                     onnx_path, card)
     metrics = evaluate_onnx(onnx_path, data_dir=args.data_dir,
                             seed=args.seed, limit=args.limit)
