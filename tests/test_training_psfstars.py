@@ -65,7 +65,7 @@ def test_main_writes_usable_model(tmp_path):
     card_path = tp.main(['--out', str(tmp_path / 'models'), '--workdir',
                          str(tmp_path / 'work'), '--fields', '6', '--size',
                          '160', '--epochs', '1', '--no-real', '--channels',
-                         '4,8,8'])
+                         '4,8,8', '--operating-fields', '0'])
     card = json.loads(card_path.read_text())
     assert card['name'] == 'psfstars'
     assert card['stamp_size'] == STAMP
