@@ -31,7 +31,7 @@ def main(argv=None):
 
     p = argparse.ArgumentParser()
     p.add_argument('--out', default='docs/_static/psfstars_m67.png')
-    p.add_argument('--crop', type=int, default=400)
+    p.add_argument('--crop', type=int, default=1059)
     args = p.parse_args(argv)
     path = DATA / IMAGE
     if not path.exists():
@@ -68,7 +68,7 @@ def main(argv=None):
                    else 50, facecolors='none', edgecolors=col, lw=1.2,
                    label=f'{label} ({len(r)})')
     ax.legend(loc='upper right', fontsize=7, framealpha=0.8)
-    ax.set_title(f'M67 (DSS plate), {c}x{c} crop: {int(tab["selected"].sum())}'
+    ax.set_title(f'M67 (DSS plate), {c}x{c}: {int(tab["selected"].sum())}'
                  f' of {len(tab)} candidates selected', fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -81,6 +81,12 @@ def main(argv=None):
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=70)
+    try:  # a palette PNG keeps the docs small
+        from PIL import Image
+        Image.open(args.out).convert('RGB').quantize(colors=128).save(
+            args.out, optimize=True)
+    except ImportError:
+        pass
     print(f'wrote {args.out}')
 
 
