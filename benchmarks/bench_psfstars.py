@@ -56,7 +56,7 @@ for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
     os.environ.setdefault(_var, '1')
 
 import argparse  # noqa: E402
-import platform
+import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -67,8 +67,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnnfind.evaluation.psf import (  # noqa: E402
-    PSF_SCENARIO, build_epsf, epsf_residual, psfex_selection,
-    selection_quality, simulate_psf_field)
+    PSF_SCENARIO,
+    build_epsf,
+    epsf_residual,
+    psfex_selection,
+    selection_quality,
+    simulate_psf_field,
+)
 from cnnfind.psfstars import PSFStarSelector  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'real'

@@ -9,8 +9,13 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 from photutils.utils.exceptions import NoDetectionsWarning
 
-from cnnfind.evaluation.psf import (PSF_SCENARIO, build_epsf, epsf_residual,
-                                    selection_quality, simulate_psf_field)
+from cnnfind.evaluation.psf import (
+    PSF_SCENARIO,
+    build_epsf,
+    epsf_residual,
+    selection_quality,
+    simulate_psf_field,
+)
 from cnnfind.psfstars import PSFStarSelector
 from cnnfind.runtime.registry import ModelError
 from cnnfind.simulation import render_profiles

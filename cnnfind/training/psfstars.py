@@ -289,8 +289,7 @@ def operating_point(onnx_path, *, seeds=(2000, 2001, 2002), size=1024,
     >= ``min_completeness``, else the purest cut that keeps that
     completeness. Returns ``(cut, table)``.
     """
-    from cnnfind.evaluation.psf import (PSF_SCENARIO, selection_quality,
-                                        simulate_psf_field)
+    from cnnfind.evaluation.psf import PSF_SCENARIO, selection_quality, simulate_psf_field
     from cnnfind.psfstars import PSFStarSelector
     cuts = [0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985]
     tot = {c: [0, 0, 0.0, 0] for c in cuts}
