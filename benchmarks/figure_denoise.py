@@ -69,6 +69,9 @@ def render(name, den):
     out_path.parent.mkdir(exist_ok=True)
     fig.savefig(out_path, dpi=72)
     plt.close(fig)
+    # Grey-scale PNG: a third of the size of the RGBA one.
+    from PIL import Image
+    Image.open(out_path).convert('L').save(out_path, optimize=True)
     print(f'wrote {out_path} ({out_path.stat().st_size // 1024} kB)')
     return out_path
 

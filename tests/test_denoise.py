@@ -91,11 +91,19 @@ def test_nan_region_does_not_contaminate_neighbours(denoiser, field,
     region[60:90, 30:60] = True
     img[region] = np.nan
     out = denoiser(img)
-    diff = np.abs(out - denoised)[~region] / field['noise']
-    # Beside the hole the network sees no sky instead of noisy sky, a
-    # small change (the global sky and noise estimates barely move).
-    assert diff.max() < 0.5
-    assert np.median(diff) < 0.01
+    noise = field['noise']
+    dist = ndimage.distance_transform_edt(~region)
+    diff = np.abs(out - denoised) / noise
+    # Beyond 3 pixels from the hole the result is that of a run where it
+    # holds sky, up to a fraction of the noise (the network's view of the
+    # edge changes; the global sky and noise estimates barely move).
+    assert diff[dist > 3].max() < 0.5
+    assert np.median(diff[~region]) < 0.01
+    # Next to the hole the pixels lose part of their neighbourhood, but
+    # they stay much better than the raw data: nothing leaks from it.
+    near = (dist > 0) & (dist <= 3)
+    rms = np.sqrt(np.mean(((out - field['truth']) / noise)[near] ** 2))
+    assert rms < 0.5
 
 
 def test_masked_bad_column_equals_nan(denoiser, field):
@@ -118,7 +126,9 @@ def test_hot_pixel_not_smeared(denoiser, field, denoised):
     near = np.zeros(img.shape, bool)
     near[97:104, 97:104] = True
     near[100, 100] = False
-    assert np.max(np.abs(out - denoised)[near]) < 1.0 * noise
+    assert np.max(np.abs(out - denoised)[near]) < 0.2 * noise
+    # The outlier itself is returned unchanged, neither smeared nor removed.
+    assert out[100, 100] == img[100, 100]
 
 
 def test_saturated_plateau_passes_through(denoiser, field):
@@ -174,8 +184,10 @@ def test_psnr_gain_over_raw_and_gaussian(denoiser, kind):
     gain = psnr(out, f['truth']) - raw
     sigma = f['fwhm'] / 2.3548
     gauss = ndimage.gaussian_filter(f['image'], sigma)
-    assert gain > 4.0
-    assert psnr(out, f['truth']) > psnr(gauss, f['truth']) + 1.0
+    # The target: at least 6 dB over the raw image, and above the
+    # PSF-matched Gaussian filter (by 3 dB here).
+    assert gain > 6.0
+    assert psnr(out, f['truth']) > psnr(gauss, f['truth']) + 3.0
     assert ssim(out, f['truth']) > ssim(f['image'], f['truth'])
 
 
@@ -202,7 +214,7 @@ def test_flux_preserved(denoiser):
     tab = flux_ratio_per_bin(np.concatenate(fd), np.concatenate(ft),
                              np.concatenate(snr), bins=(10, 1e9))
     assert tab['n'][0] > 50
-    assert abs(tab['median_ratio'][0] - 1.0) < 0.03
+    assert abs(tab['median_ratio'][0] - 1.0) < 0.02
 
 
 def test_residual_at_sources_is_noise_like(denoiser, field, denoised):
@@ -212,7 +224,7 @@ def test_residual_at_sources_is_noise_like(denoiser, field, denoised):
     z = residual_at_sources(field['image'] - denoised, st['x'][ok],
                             st['y'][ok], 2 * field['fwhm'], field['noise'])
     assert len(z) > 10
-    assert abs(np.median(z)) < 1.0
+    assert abs(np.median(z)) < 0.5
 
 
 # Evaluation helpers --------------------------------------------------------
@@ -244,8 +256,12 @@ def test_flux_ratio_per_bin_counts():
 
 
 def test_simulated_field_noise_matches():
-    f = simulate_denoise_field((128, 128), 'galaxies', seed=4)
-    resid = (f['image'] - f['truth'])[f['truth'] < f['sky'] + 0.1]
-    assert abs(np.std(resid) / f['noise'] - 1.0) < 0.05
+    f = simulate_denoise_field((128, 128), 'galaxies', seed=4, gain=1.5,
+                               read_noise=5.0)
+    # Poisson plus read noise, in ADU.
+    var = (5.0**2 + f['truth'] * 1.5) / 1.5**2
+    pull = (f['image'] - f['truth']) / np.sqrt(var)
+    assert abs(np.std(pull) - 1.0) < 0.03
+    assert abs(f['noise'] - np.sqrt(5.0**2 + 400.0) / 1.5) < 1e-9
     with pytest.raises(ValueError, match='kind'):
         simulate_denoise_field(kind='comets')
