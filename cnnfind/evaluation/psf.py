@@ -313,6 +313,20 @@ def selection_quality(x_sel, y_sel, stars, *, radius=1.0, snr_min=0.0):
             if n_clean else np.nan}
 
 
+def _one_blas_thread():
+    """
+    Limit BLAS to one thread (if threadpoolctl is installed): the many
+    small linear-algebra calls of EPSFBuilder run far slower when BLAS
+    threads compete for busy cores.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
 def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10):
     """
     Build an ePSF with `~photutils.psf.EPSFBuilder` from stars at
@@ -338,7 +352,8 @@ def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10):
             return None
         builder = EPSFBuilder(oversampling=oversampling, maxiters=maxiters,
                               progress_bar=False)
-        result = builder(stars)
+        with _one_blas_thread():
+            result = builder(stars)
     return result[0] if isinstance(result, tuple) else getattr(
         result, 'epsf', result)
 
