@@ -11,7 +11,9 @@ except PackageNotFoundError:  # running from a source tree
 
 from cnnfind.detection import CNNStarFinder  # noqa: E402
 from cnnfind.exceptions import CNNFindWarning  # noqa: E402
+from cnnfind.denoise import N2VDenoiser  # noqa: E402
 from cnnfind.morphology import GalaxyMorphClassifier  # noqa: E402
+from cnnfind.psfstars import PSFStarSelector  # noqa: E402
 
 __all__ = ['CNNStarFinder', 'CNNFindWarning', 'GalaxyMorphClassifier',
-           '__version__']
+           'N2VDenoiser', 'PSFStarSelector', '__version__']

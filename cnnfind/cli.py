@@ -28,6 +28,10 @@ Sub-commands
     Train a Noise2Void denoiser on your own noisy frames (no clean images
     needed); the same as ``python -m cnnfind.training.n2v``.
 
+``cnnfind train psfstars [ARGS ...]``, ``cnnfind train morphology [ARGS ...]``
+    Reproduce the PSF-star scorer or the galaxy-morphology classifier; the
+    same as ``python -m cnnfind.training.psfstars`` / ``.morphology``.
+
 Everything heavy (numpy, astropy, onnxruntime, matplotlib, torch) is imported
 inside the functions so that ``cnnfind --help`` stays fast.
 """
@@ -619,6 +623,7 @@ def _cmd_denoise(args):
 
 
 def _cmd_train(args):
+    import importlib
     import importlib.util
 
     if importlib.util.find_spec('torch') is None:
@@ -626,10 +631,8 @@ def _cmd_train(args):
               '\'pip install "cnnfind[train]"\' (torch==2.13.0)', file=sys.stderr)
         return EXIT_USAGE
     try:
-        if args.model_kind == 'n2v':
-            from cnnfind.training import n2v as module
-        else:
-            from cnnfind.training import starfinder as module
+        module = importlib.import_module(
+            f'cnnfind.training.{args.model_kind}')
     except ImportError as exc:
         print(f'cnnfind train: error: cannot import the training code ({exc}); '
               'install it with \'pip install "cnnfind[train]"\'', file=sys.stderr)
@@ -642,7 +645,8 @@ def _cmd_train(args):
             return EXIT_USAGE
         return EXIT_OK
     result = module.main(list(args.train_args))
-    return EXIT_OK if result is None else int(result)
+    # The scripts return an exit status or the path of the written card.
+    return int(result) if isinstance(result, int) else EXIT_OK
 
 
 # ---------------------------------------------------------------------------
@@ -758,11 +762,15 @@ def build_parser():
                     '"cnnfind train n2v IMAGE... --out MODEL.onnx" trains a '
                     'Noise2Void denoiser on your own frames, the same as '
                     '"python -m cnnfind.training.n2v IMAGE... --out '
-                    'MODEL.onnx".',
+                    'MODEL.onnx"; "cnnfind train psfstars|morphology ARGS" '
+                    'run "python -m cnnfind.training.psfstars|morphology '
+                    'ARGS".',
         add_help=True)
-    train.add_argument('model_kind', choices=('starfinder', 'n2v'),
+    train.add_argument('model_kind',
+                       choices=('starfinder', 'n2v', 'psfstars', 'morphology'),
                        metavar='MODEL',
-                       help='which model to train: starfinder or n2v')
+                       help='which model to train: starfinder, n2v, psfstars or '
+                            'morphology')
     train.add_argument('train_args', nargs=argparse.REMAINDER, metavar='ARGS',
                        help='passed on to the training script')
     train.set_defaults(func=_cmd_train)

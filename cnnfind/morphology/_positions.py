@@ -6,11 +6,9 @@ names) or plain arrays.
 import numpy as np
 from astropy.table import Table
 
-__all__ = []
+from cnnfind._columns import _candidate_xy
 
-#: Column-name pairs accepted for positions, in order of preference.
-POSITION_COLUMNS = (('x_centroid', 'y_centroid'), ('xcentroid', 'ycentroid'),
-                    ('x_fit', 'y_fit'), ('x', 'y'))
+__all__ = []
 
 
 def positions_xy(positions):
@@ -22,7 +20,8 @@ def positions_xy(positions):
     positions : `~astropy.table.Table`, ``(N, 2)`` array-like
         A table with x/y columns under photutils 3 names
         (``x_centroid``, ``y_centroid``), older names (``xcentroid``,
-        ``ycentroid``), ``x_fit``/``y_fit`` or ``x``/``y``; or an array.
+        ``ycentroid``), PSF-fit names (``x_fit``, ``x_0``...) or
+        ``x``/``y``; or an array.
 
     Raises
     ------
@@ -30,17 +29,7 @@ def positions_xy(positions):
         If no position columns are found or the array is not ``(N, 2)``.
     """
     if isinstance(positions, Table):
-        names = set(positions.colnames)
-        for xname, yname in POSITION_COLUMNS:
-            if xname in names and yname in names:
-                x = np.asarray(getattr(positions[xname], 'value',
-                                       positions[xname]), float)
-                y = np.asarray(getattr(positions[yname], 'value',
-                                       positions[yname]), float)
-                return np.column_stack([x, y])
-        msg = ('positions table has no x/y columns: expected one of '
-               f'{POSITION_COLUMNS}, got {positions.colnames}')
-        raise ValueError(msg)
+        return np.column_stack(_candidate_xy(positions, 'positions'))
     xy = np.asarray(positions, dtype=float)
     if xy.ndim == 1 and xy.size == 2:
         xy = xy[None]

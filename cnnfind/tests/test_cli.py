@@ -332,6 +332,26 @@ def test_train_passes_arguments(monkeypatch):
     assert seen == [['--epochs', '3', '--out', 'x']]
 
 
+@pytest.mark.parametrize(('kind', 'result', 'status'), [
+    ('starfinder', 'cnnfind/models/starfinder.json', 0),  # a card path
+    ('morphology', 0, 0),
+    ('psfstars', 3, 3),
+])
+def test_train_dispatch_and_status(monkeypatch, kind, result, status):
+    pytest.importorskip('torch')
+    import importlib
+    module = importlib.import_module(f'cnnfind.training.{kind}')
+    seen = []
+
+    def fake_main(argv=None):
+        seen.append(argv)
+        return result
+
+    monkeypatch.setattr(module, 'main', fake_main)
+    assert cli.main(['train', kind, '--seed', '1']) == status
+    assert seen == [['--seed', '1']]
+
+
 def test_save_overlay(tmp_path, m13_data):
     pytest.importorskip('matplotlib')
     from cnnfind._plotting import _save_overlay

@@ -1,7 +1,7 @@
 # Licensed under a 3-clause BSD style license - see LICENSE.rst
 """
-Read candidate positions (and fluxes) out of a user's source table,
-whatever photutils version or tool made it.
+Read source positions out of a user's table, whatever photutils version
+or tool made it (shared by PSFStarSelector and GalaxyMorphClassifier).
 """
 
 import numpy as np
@@ -23,9 +23,9 @@ def _values(col):
     return np.asarray(col, dtype=float)
 
 
-def _candidate_xy(table):
+def _candidate_xy(table, what='candidates'):
     """
-    ``x, y`` arrays from ``table``, or a clear error.
+    ``x, y`` arrays from ``table``, or a clear error naming ``what``.
 
     Raises
     ------
@@ -36,12 +36,12 @@ def _candidate_xy(table):
     """
     names = getattr(table, 'colnames', None)
     if names is None:
-        msg = ('candidates must be a table (e.g. an astropy Table or '
+        msg = (f'{what} must be a table (e.g. an astropy Table or '
                f'QTable) with x/y position columns, not {type(table)!r}')
         raise TypeError(msg)
     for xn, yn in zip(X_NAMES, Y_NAMES, strict=True):
         if xn in names and yn in names:
             return _values(table[xn]), _values(table[yn])
-    msg = ('candidates table has no position columns; expected one of the '
+    msg = (f'{what} table has no position columns; expected one of the '
            f'pairs {list(zip(X_NAMES, Y_NAMES, strict=True))}, got {names}')
     raise ValueError(msg)
