@@ -9,9 +9,9 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = 'unknown'
 
+from cnnfind.denoise import N2VDenoiser  # noqa: E402
 from cnnfind.detection import CNNStarFinder  # noqa: E402
 from cnnfind.exceptions import CNNFindWarning  # noqa: E402
-from cnnfind.denoise import N2VDenoiser  # noqa: E402
 from cnnfind.morphology import GalaxyMorphClassifier  # noqa: E402
 from cnnfind.psfstars import PSFStarSelector  # noqa: E402
 

@@ -10,10 +10,9 @@ Numpy, scipy, astropy and photutils only.
 """
 
 import numpy as np
-from scipy import ndimage
 
 from cnnfind.evaluation.matching import match_sources
-from cnnfind.simulation.fields import _cosmic_rays, _powerlaw, _sersic
+from cnnfind.simulation.fields import _bleed, _cosmic_rays, _powerlaw, _sersic
 from cnnfind.simulation.psf import psf_sum_squares, render_profiles
 
 __all__ = ['PSF_SCENARIO', 'simulate_psf_field', 'true_psf_stamp',
@@ -37,26 +36,6 @@ CLEAN_MAX_SUM = 0.03
 #: Largest |contamination| pixel in the box, as a fraction of the star's
 #: own peak, for a clean star.
 CLEAN_MAX_PEAK = 0.1
-
-
-def _bleed(img, level):
-    """Clip at ``level`` and run the excess charge along columns."""
-    over = img >= level
-    if not over.any():
-        return img
-    lab, nlab = ndimage.label(over)
-    ny = img.shape[0]
-    for k, sl in enumerate(ndimage.find_objects(lab), start=1):
-        region = lab[sl] == k
-        excess = (img[sl][region] - level).sum()
-        cols = np.flatnonzero(region.any(axis=0)) + sl[1].start
-        extra = int(min(excess / (level * max(len(cols), 1)), ny / 4))
-        for col in cols:
-            rows = np.flatnonzero(over[:, col])
-            lo = max(rows.min() - extra // 2, 0)
-            hi = min(rows.max() + extra // 2 + 1, ny)
-            img[lo:hi, col] = np.maximum(img[lo:hi, col], level)
-    return np.minimum(img, level)
 
 
 def simulate_psf_field(shape=(512, 512), seed=None, *, fwhm=3.5, beta=2.8,

@@ -11,8 +11,8 @@ from astropy.nddata import NDData
 from astropy.table import QTable, Table
 from photutils.utils.exceptions import NoDetectionsWarning
 
-from cnnfind.exceptions import CNNFindWarning
 from cnnfind._columns import _candidate_xy
+from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import STAMP, _core_fwhm, _prepare_candidates
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model

@@ -138,6 +138,31 @@ def _cosmic_rays(rng, shape, n, noise):
     return img
 
 
+def _bleed(img, level):
+    """
+    Saturate ``img`` at ``level``: the excess charge of each saturated
+    region runs along its columns (bleed trails), then the image is
+    clipped. ``img`` is modified in place where trails are drawn.
+    """
+    over = img >= level
+    if not over.any():
+        return img
+    ny = img.shape[0]
+    lab, nlab = ndimage.label(over)
+    for sl, k in zip(ndimage.find_objects(lab), range(1, nlab + 1),
+                     strict=True):
+        region = lab[sl] == k
+        excess = (img[sl][region] - level).sum()
+        cols = np.flatnonzero(region.any(axis=0)) + sl[1].start
+        extra_len = int(min(excess / (level * max(len(cols), 1)), ny / 4))
+        for col in cols:
+            rows = np.flatnonzero(over[:, col])
+            lo = max(rows.min() - extra_len // 2, 0)
+            hi = min(rows.max() + extra_len // 2 + 1, ny)
+            img[lo:hi, col] = np.maximum(img[lo:hi, col], level)
+    return np.minimum(img, level)
+
+
 def _smooth_field(rng, shape, scale):
     """Zero-mean, unit-max smooth random field with a given scale."""
     small = (max(2, int(shape[0] / scale) + 2), max(2, int(shape[1] / scale) + 2))
@@ -259,22 +284,8 @@ def simulate_field(shape, config, seed=None, *, background=None):
     if c.saturation is not None:
         level = c.saturation
         peak_adu = src / c.gain
-        over = img >= level
-        if over.any():
-            # Bleed trails: excess charge runs along columns.
-            lab, nlab = ndimage.label(over)
-            for sl, k in zip(ndimage.find_objects(lab), range(1, nlab + 1),
-                             strict=True):
-                region = lab[sl] == k
-                excess = (img[sl][region] - level).sum()
-                cols = np.flatnonzero(region.any(axis=0)) + sl[1].start
-                extra_len = int(min(excess / (level * max(len(cols), 1)), ny / 4))
-                for col in cols:
-                    rows = np.flatnonzero(over[:, col])
-                    lo = max(rows.min() - extra_len // 2, 0)
-                    hi = min(rows.max() + extra_len // 2 + 1, ny)
-                    img[lo:hi, col] = np.maximum(img[lo:hi, col], level)
-            img = np.minimum(img, level)
+        if (img >= level).any():
+            img = _bleed(img, level)
             ixs = np.clip(np.round(x).astype(int), 0, nx - 1)
             iys = np.clip(np.round(y).astype(int), 0, ny - 1)
             saturated = (peak_adu[iys, ixs] + 0.0 >= level * 0.8) & \

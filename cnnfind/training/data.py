@@ -181,25 +181,35 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
                             snr_ignore)
 
 
+def real_background_crop(rng, backgrounds, size):
+    """
+    A random ``size`` x ``size`` crop of one of the real ``backgrounds``
+    (from `load_backgrounds`) and of its source-exclusion map, or
+    ``(None, None)`` when the frame is too small or the crop is not
+    usable (non-finite or constant).
+    """
+    _, img, excl = backgrounds[rng.integers(len(backgrounds))]
+    if img.shape[0] > size and img.shape[1] > size:
+        y0 = rng.integers(0, img.shape[0] - size)
+        x0 = rng.integers(0, img.shape[1] - size)
+        background = img[y0:y0 + size, x0:x0 + size]
+        if np.isfinite(background).all() and np.ptp(background) > 0:
+            return background, excl[y0:y0 + size, x0:x0 + size]
+    return None, None
+
+
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
     bg_excl = None
     background = None
     if backgrounds and rng.random() < p_real:
-        _, img, excl = backgrounds[rng.integers(len(backgrounds))]
-        if img.shape[0] > size and img.shape[1] > size:
-            y0 = rng.integers(0, img.shape[0] - size)
-            x0 = rng.integers(0, img.shape[1] - size)
-            background = img[y0:y0 + size, x0:x0 + size]
-            bg_excl = excl[y0:y0 + size, x0:x0 + size]
-            if not np.isfinite(background).all() or np.ptp(background) == 0:
-                background, bg_excl = None, None
-            else:
-                cfg.n_bad_columns = 0
-                cfg.saturation = None
-                cfg.gradient = cfg.nebula = 0.0
-                cfg.gain = 1.0
+        background, bg_excl = real_background_crop(rng, backgrounds, size)
+        if background is not None:
+            cfg.n_bad_columns = 0
+            cfg.saturation = None
+            cfg.gradient = cfg.nebula = 0.0
+            cfg.gain = 1.0
     try:
         sim = simulate_field((size, size), cfg, seed=rng,
                              background=background)

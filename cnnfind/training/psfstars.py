@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnfind.training.data import real_background_crop
 from cnnfind.training.export import check_parity, export_onnx, write_card
 
 __all__ = ['PSFStarNet', 'make_dataset', 'train_net', 'main',
@@ -121,16 +122,9 @@ def _field_examples(rng, size, backgrounds, p_real):
     recipe = _random_recipe(rng)
     background = excl = None
     if backgrounds and rng.random() < p_real:
-        _, img, ex = backgrounds[rng.integers(len(backgrounds))]
-        if img.shape[0] > size and img.shape[1] > size:
-            y0 = rng.integers(0, img.shape[0] - size)
-            x0 = rng.integers(0, img.shape[1] - size)
-            background = img[y0:y0 + size, x0:x0 + size]
-            excl = ex[y0:y0 + size, x0:x0 + size]
-            if not np.isfinite(background).all() or np.ptp(background) == 0:
-                background = excl = None
-            else:
-                recipe.update(gain=1.0, saturation=None)
+        background, excl = real_background_crop(rng, backgrounds, size)
+        if background is not None:
+            recipe.update(gain=1.0, saturation=None)
     try:
         sim = simulate_psf_field((size, size), rng, background=background,
                                  exclusion=excl, **recipe)
