@@ -14,6 +14,23 @@ __all__ = []
 
 #: Petrosian ratio that defines the Petrosian radius (as in SDSS).
 _ETA = 0.2
+#: Smallest stamp side (pixels) of a field source.
+MIN_SIDE = 16.0
+
+
+def display_grey(display):
+    """The sky-subtracted grey image of a display ``(H, W, C)`` image."""
+    grey = display.mean(axis=-1)
+    return grey - np.nanmedian(grey)
+
+
+def framed_side(grey, x, y, scale, factor=1.0):
+    """
+    Stamp side that frames the source at ``(x, y)`` like a Galaxy Zoo
+    cutout: ``scale`` (times ``factor``) Petrosian 90 % radii of
+    ``grey`` (from `display_grey`), at least ``MIN_SIDE`` pixels.
+    """
+    return max(scale * petrosian_r90(grey, x, y) * factor, MIN_SIDE)
 
 
 def _profile(grey, x, y, rmax):

@@ -19,7 +19,7 @@ from cnnfind.morphology._prepare import (
     prepare_cutouts,
     to_network_input,
 )
-from cnnfind.morphology._stamps import cut_stamp, petrosian_r90
+from cnnfind.morphology._stamps import cut_stamp, display_grey, framed_side
 from cnnfind.runtime.normalize import check_mask_shape, robust_sky_noise
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
@@ -161,11 +161,7 @@ class GalaxyMorphClassifier:
             (``stamp_size``).
         """
         arr, mask = _unwrap(data, mask)
-        if positions is None and arr.ndim == 2:
-            positions = self._detect(arr, mask)
-            if positions is None:
-                return None
-        if positions is None:
+        if positions is None and arr.ndim != 2:
             if mask is not None:
                 msg = ('mask is only used with a field image; mask the '
                        'cutouts with NaN instead')
@@ -173,7 +169,13 @@ class GalaxyMorphClassifier:
             x, masked = prepare_cutouts(arr, stretch=self.stretch,
                                         crop=self._crop, size=self._size)
             return self._table(self._predict(x), masked)
-        return self._classify_field(arr, mask, positions_xy(positions))
+        xy = None if positions is None else positions_xy(positions)
+        disp = self._field_display(arr, mask)
+        if xy is None:
+            xy = self._detect(arr, disp)
+            if xy is None:
+                return None
+        return self._classify_field(disp, xy)
 
     def _field_display(self, arr, mask):
         """Display-scaled field ``(H, W, C)`` with NaN where invalid."""
@@ -205,8 +207,7 @@ class GalaxyMorphClassifier:
         disp[~valid] = np.nan
         return disp
 
-    def _classify_field(self, arr, mask, xy):
-        disp = self._field_display(arr, mask)
+    def _classify_field(self, disp, xy):
         ny, nx = disp.shape[:2]
         outside = ((xy[:, 0] < -0.5) | (xy[:, 0] > nx - 0.5)
                    | (xy[:, 1] < -0.5) | (xy[:, 1] > ny - 0.5)
@@ -215,14 +216,12 @@ class GalaxyMorphClassifier:
             msg = (f'{outside.sum()} position(s) lie outside the '
                    f'{ny}x{nx} image, e.g. {xy[outside][0].tolist()}')
             raise ValueError(msg)
-        grey = disp.mean(axis=-1)
-        grey -= np.nanmedian(grey)
+        grey = display_grey(disp)
         x = np.empty((len(xy), 3, self._size, self._size), np.float32)
         masked = np.empty(len(xy))
         sides = np.empty(len(xy))
         for i, (px, py) in enumerate(xy):
-            sides[i] = max(self._stamp_scale * petrosian_r90(grey, px, py),
-                           16.0)
+            sides[i] = framed_side(grey, px, py, self._stamp_scale)
             stamp = cut_stamp(disp, px, py, sides[i])
             x[i], masked[i] = to_network_input(stamp, crop=self._crop,
                                                size=self._size)
@@ -230,11 +229,13 @@ class GalaxyMorphClassifier:
         tbl['stamp_size'] = np.round(sides).astype(int) * u.pix
         return tbl
 
-    def _detect(self, arr, mask):
-        """Centroids of the sources of a 2D image (segmentation)."""
+    def _detect(self, arr, disp):
+        """
+        Centroids of the sources of a 2D image (segmentation); ``disp``
+        is its display image from `_field_display` (NaN where invalid).
+        """
         from photutils.segmentation import SourceCatalog, SourceFinder
-        disp = self._field_display(arr, mask)[..., 0]
-        valid = np.isfinite(disp)
+        valid = np.isfinite(disp[..., 0])
         data = np.where(valid, arr, np.nan).astype(np.float32)
         sky, noise = robust_sky_noise(data, valid)
         sub = np.where(valid, data - sky, 0.0)

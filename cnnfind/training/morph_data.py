@@ -24,7 +24,7 @@ from cnnfind.morphology._prepare import (
     _resample,
     _stretch_linear,
 )
-from cnnfind.morphology._stamps import cut_stamp, petrosian_r90
+from cnnfind.morphology._stamps import cut_stamp, display_grey, framed_side
 from cnnfind.training.data import default_data_dir
 
 __all__ = ['CLASSES', 'GZ1_CLASS_MAP', 'STORE_CROP', 'STORE_SIZE',
@@ -179,17 +179,16 @@ def _frame_stamps(display, stars, sources, region, rng, *, max_stars,
     Returns stored uint8 images, or the full display stamps when
     ``full`` is set (for end-to-end evaluation).
     """
-    grey = display.mean(axis=-1)
-    grey = grey - np.nanmedian(grey)
+    grey = display_grey(display)
     keep = np.array([region(x, y) for x, y in stars], bool).reshape(-1)
     stars = stars[keep] if len(stars) else stars
     if len(stars) > max_stars:
         stars = stars[rng.choice(len(stars), max_stars, replace=False)]
     out = []
     for x, y in stars:
-        side = STAMP_SCALE * petrosian_r90(grey, x, y)
-        side *= np.exp(rng.uniform(-0.25, 0.25))
-        out.append(cut_stamp(display, x, y, max(side, 16)))
+        jitter = np.exp(rng.uniform(-0.25, 0.25))
+        side = framed_side(grey, x, y, STAMP_SCALE, jitter)
+        out.append(cut_stamp(display, x, y, side))
     for x, y, side in _sky_stamps(rng, grey.shape, sources, n_sky, region,
                                   min_dist):
         out.append(cut_stamp(display, x, y, side))
