@@ -14,6 +14,7 @@ from photutils.detection import StarFinderBase
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import ndimage
 
+from cnnfind._validation import _positive_int_or_none
 from cnnfind.detection._kernel import _DAOKernel
 from cnnfind.detection._measure import (
     _dao_columns,
@@ -257,12 +258,7 @@ class CNNStarFinder(StarFinderBase):
             _merge_range(roundlo, roundhi, roundness_range, 'round',
                          'roundness_range'), 'roundness_range')
         self.exclude_border = bool(exclude_border)
-        if n_brightest is not None:
-            if int(n_brightest) != n_brightest or n_brightest <= 0:
-                msg = 'n_brightest must be a positive integer or None'
-                raise ValueError(msg)
-            n_brightest = int(n_brightest)
-        self.n_brightest = n_brightest
+        self.n_brightest = _positive_int_or_none(n_brightest, 'n_brightest')
         self.peak_max = peak_max
         if xycoords is not None:
             xycoords = np.asarray(xycoords, dtype=float)

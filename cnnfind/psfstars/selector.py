@@ -12,6 +12,7 @@ from astropy.table import QTable, Table
 from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._columns import _candidate_xy
+from cnnfind._validation import _positive_int_or_none
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import STAMP, _core_fwhm, _prepare_candidates
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
@@ -156,12 +157,7 @@ class PSFStarSelector:
         self.neighbour_flux_ratio = float(neighbour_flux_ratio)
         self.threshold = float(threshold)
         self.saturation = None if saturation is None else float(saturation)
-        if max_stars is not None:
-            if int(max_stars) != max_stars or max_stars <= 0:
-                msg = 'max_stars must be a positive integer or None'
-                raise ValueError(msg)
-            max_stars = int(max_stars)
-        self.max_stars = max_stars
+        self.max_stars = _positive_int_or_none(max_stars, 'max_stars')
         self.model = load_model(model, 'psfstars', required_keys=_CARD_KEYS)
         if int(self.model.card['stamp_size']) != STAMP:
             msg = (f"model {self.model.name!r} expects {self.model.card['stamp_size']}"
