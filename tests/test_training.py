@@ -9,7 +9,7 @@ torch = pytest.importorskip('torch')
 
 from cnnfind import CNNStarFinder  # noqa: E402
 from cnnfind.training.calibrate import isotonic_fit  # noqa: E402
-from cnnfind.training.data import make_patch  # noqa: E402
+from cnnfind.training.data import N_CHANNELS, make_patch  # noqa: E402
 from cnnfind.training.export import check_parity, export_onnx  # noqa: E402
 from cnnfind.training.nets import StarNet  # noqa: E402
 
@@ -17,7 +17,7 @@ from cnnfind.training.nets import StarNet  # noqa: E402
 def test_patch_targets_mark_bright_stars():
     rng = np.random.default_rng(3)
     x, fwhm_in, target, weight = make_patch(rng, 64, ())
-    assert x.shape == (2, 64, 64) and x.dtype == np.float32
+    assert x.shape == (N_CHANNELS, 64, 64) and x.dtype == np.float32
     assert np.isfinite(x).all()
     assert set(np.unique(x[1])) <= {0.0, 1.0}
     assert target.max() <= 1.0 and target.min() >= 0.0
@@ -32,11 +32,11 @@ def test_patches_are_reproducible():
         np.testing.assert_array_equal(u, v)
 
 
-@pytest.mark.parametrize('shape', [(1, 2, 64, 96), (2, 2, 48, 32)])
+@pytest.mark.parametrize('shape', [(1, 3, 64, 96), (2, 3, 48, 32)])
 def test_onnx_torch_parity(tmp_path, shape):
     torch.manual_seed(0)
     model = StarNet()
-    path = export_onnx(model, (torch.randn(1, 2, 32, 32),
+    path = export_onnx(model, (torch.randn(1, 3, 32, 32),
                                torch.zeros(1, 1, 1, 1)),
                        tmp_path / 'net.onnx', input_names=('image', 'fwhm'),
                        output_names=('logits',),
@@ -57,16 +57,32 @@ def test_bundled_model_matches_torch_weights(tmp_path):
     onnx_model = onnx.load(str(load_model(None, 'starfinder').path))
     inits = {i.name: numpy_helper.to_array(i)
              for i in onnx_model.graph.initializer}
-    net = StarNet()
+    # Version 1 models read 2 channels, version 2 models 3.
+    n_in = inits['stem.weight'].shape[1] // 4
+    net = StarNet(in_channels=n_in)
     state = net.state_dict()
     loaded = {k: torch.from_numpy(inits[k].copy()) for k in state
               if k in inits}
     assert len(loaded) == len(state)
     net.load_state_dict(loaded)
-    x = torch.randn(1, 2, 64, 64)
+    x = torch.randn(1, n_in, 64, 64)
     f = torch.zeros(1, 1, 1, 1)
     diff = check_parity(net, load_model(None, 'starfinder').path, (x, f))
     assert diff < 1e-4
+
+
+def test_patch_matched_filter_channel_marks_stars():
+    """The third channel is the matched-filter SNR: high on stars."""
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        x, _, target, weight = make_patch(rng, 64, ())
+        on = target == 1.0
+        if on.any():
+            break
+    assert on.any()
+    off = (target == 0) & (x[1] == 1)
+    # asinh(snr / 3) >= asinh(1) on stars of SNR >= 3 (up to noise).
+    assert np.median(x[2][on]) > np.median(x[2][off]) + 0.5
 
 
 def test_isotonic_fit_is_monotone():

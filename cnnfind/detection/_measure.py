@@ -14,11 +14,18 @@ __all__ = []
 
 def _stamps(image, xi, yi, ry, rx, fill=0.0):
     """Cutouts ``(N, 2ry+1, 2rx+1)`` centred on integer positions."""
-    pad = np.pad(image, ((ry, ry), (rx, rx)), constant_values=fill)
-    oy = np.arange(2 * ry + 1)
-    ox = np.arange(2 * rx + 1)
-    return pad[yi[:, None, None] + oy[None, :, None],
-               xi[:, None, None] + ox[None, None, :]]
+    ny, nx = image.shape
+    rows = yi[:, None] + np.arange(-ry, ry + 1)[None, :]
+    cols = xi[:, None] + np.arange(-rx, rx + 1)[None, :]
+    out = image[np.clip(rows, 0, ny - 1)[:, :, None],
+                np.clip(cols, 0, nx - 1)[:, None, :]]
+    # Off-image pixels read ``fill`` (only gathered, never the whole image
+    # padded: this runs on every source of large frames).
+    off = ((rows < 0) | (rows >= ny))[:, :, None] | (
+        (cols < 0) | (cols >= nx))[:, None, :]
+    if off.any():
+        out = np.where(off, np.asarray(fill, dtype=out.dtype), out)
+    return out
 
 
 def _centres(x, y, shape):

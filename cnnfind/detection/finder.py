@@ -12,9 +12,9 @@ from astropy.utils.decorators import deprecated_renamed_argument
 from astropy.utils.exceptions import AstropyDeprecationWarning
 from photutils.detection import StarFinderBase
 from photutils.utils.exceptions import NoDetectionsWarning
-from scipy import ndimage
 
 from cnnfind._validation import _positive_int_or_none
+from cnnfind.detection._input import _network_input
 from cnnfind.detection._kernel import _DAOKernel
 from cnnfind.detection._measure import (
     _dao_columns,
@@ -29,7 +29,6 @@ from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
     check_mask_shape,
-    normalize_image,
     robust_sky_noise,
     valid_pixel_mask,
 )
@@ -56,6 +55,12 @@ def _sigmoid(x):
     """Logistic function (float32 in, float32 out)."""
     with np.errstate(over='ignore'):
         return 1.0 / (1.0 + np.exp(-x))
+
+
+def _input_channels(session):
+    """Channels of the image input: 2 (version 1 models) or 3."""
+    n = session.get_inputs()[0].shape[1]
+    return n if isinstance(n, int) and n in (2, 3) else 2
 
 
 def _none_found():
@@ -350,15 +355,15 @@ class CNNStarFinder(StarFinderBase):
         fwhm_in = np.full((1, 1, 1, 1), np.log(self.fwhm / norm['fwhm_ref']),
                           np.float32)
         names = [i.name for i in sess.get_inputs()]
+        n_channels = _input_channels(sess)
 
         def run_window(window):
-            x = normalize_image(data[window], valid[window], sky, noise,
-                                norm['asinh_scale'])
-            ny, nx = x.shape
+            ny, nx = data[window].shape
             py, px = (-ny) % multiple, (-nx) % multiple
-            inp = np.zeros((1, 2, ny + py, nx + px), np.float32)
-            inp[0, 0, :ny, :nx] = x
-            inp[0, 1, :ny, :nx] = valid[window]
+            inp = np.zeros((1, n_channels, ny + py, nx + px), np.float32)
+            _network_input(data[window], valid[window], sky, noise,
+                           norm['asinh_scale'], self.fwhm, n_channels,
+                           out=inp[0])
             logits = sess.run(None, {names[0]: inp, names[1]: fwhm_in})[0]
             return logits[0, 0, :ny, :nx]
 
@@ -395,9 +400,18 @@ class CNNStarFinder(StarFinderBase):
         else:
             floor = max(floor, self.min_probability)
         floor = min(floor, 1.0 - 1e-7)
-        local = ndimage.maximum_filter(logits, size=3, mode='nearest')
-        yy, xx = np.nonzero((logits >= local)
-                            & (logits >= np.log(floor / (1.0 - floor))))
+        yy, xx = np.nonzero(logits >= np.log(floor / (1.0 - floor)))
+        # Local maxima over 3x3 (edges repeated), tested only where the
+        # floor is reached: a full maximum filter costs more than the rest.
+        ny, nx = logits.shape
+        v = logits[yy, xx]
+        peak = np.ones(len(v), bool)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy or dx:
+                    peak &= v >= logits[np.clip(yy + dy, 0, ny - 1),
+                                        np.clip(xx + dx, 0, nx - 1)]
+        yy, xx = yy[peak], xx[peak]
         return xx, yy, _sigmoid(logits[yy, xx])
 
     # -- catalogue ---------------------------------------------------------

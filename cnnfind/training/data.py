@@ -11,15 +11,18 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cnnfind.runtime.normalize import normalize_image, robust_sky_noise, valid_pixel_mask
+from cnnfind.detection._input import _network_input
+from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.simulation.fields import FieldConfig, simulate_field
 
 __all__ = ['REAL_BACKGROUNDS', 'default_data_dir', 'load_backgrounds',
            'make_patch', 'ASINH_SCALE', 'FWHM_REF']
 
-#: Input contract of the star-finder network (written in its card).
+#: Input contract of the star-finder network (written in its card):
+#: normalised image, validity and matched-filter SNR channels.
 ASINH_SCALE = 3.0
 FWHM_REF = 3.0
+N_CHANNELS = 3
 
 #: Real frames used as backgrounds, with the SExtractor catalogue whose
 #: sources are excluded from the loss. The M67 plate and the SEP frame
@@ -161,8 +164,8 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
 
     Returns
     -------
-    x : float32 array (2, size, size)
-        Normalised image and validity channels.
+    x : float32 array (N_CHANNELS, size, size)
+        Normalised image, validity and matched-filter channels.
     fwhm_in : float32
         The FWHM input, ``log(fwhm_hint / FWHM_REF)``, with the hint
         jittered around the true FWHM as users' guesses are.
@@ -232,7 +235,8 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
     sky, noise = robust_sky_noise(img, valid)
     sky += rng.normal(0, 0.3) * noise
     noise *= float(np.exp(rng.normal(0, 0.15)))
-    x = normalize_image(img, valid, sky, noise, ASINH_SCALE)
+    hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
+    x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, N_CHANNELS)
 
     st = sim['stars']
     # Labels use the true matched-filter SNR against the local noise.
@@ -259,7 +263,5 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
     if bg_excl is not None:
         weight[bg_excl & (target < 0.5)] = 0.0
     weight *= 1.0 + 20.0 * target
-    hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
     fwhm_in = np.float32(np.log(hint / FWHM_REF))
-    return (np.stack([x, valid.astype(np.float32)]), fwhm_in,
-            target, weight)
+    return x, fwhm_in, target, weight

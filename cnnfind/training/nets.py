@@ -18,24 +18,25 @@ class StarNet(nn.Module):
     """
     Centre-heatmap network for CNNStarFinder.
 
-    The image (normalised, plus a validity channel) is folded 2x2 into
+    The input channels (normalised image, validity and, from model
+    version 2, the matched-filter SNR) are folded 2x2 into
     channels (pixel unshuffle), so that every convolution runs at half
     resolution or less while the output heatmap keeps full resolution
     (pixel shuffle). A three-level encoder with additive skips gives a
     receptive field of about 90 pixels. The PSF FWHM enters as a scalar
     that shifts the first layer's biases.
 
-    Inputs: ``x`` (N, 2, H, W) with H and W multiples of 16, ``fwhm``
+    Inputs: ``x`` (N, in_channels, H, W) with H and W multiples of 16, ``fwhm``
     (N, 1, 1, 1) = ``log(fwhm / 3)``. Output: logits (N, 1, H, W).
     """
 
     #: Spatial size multiple required by the strided layers.
     stride = 16
 
-    def __init__(self, channels=(16, 32, 48)):
+    def __init__(self, channels=(16, 32, 48), in_channels=3):
         super().__init__()
         c0, c1, c2 = channels
-        self.stem = nn.Conv2d(8, c0, 3, 1, 1)
+        self.stem = nn.Conv2d(4 * in_channels, c0, 3, 1, 1)
         self.fwhm_bias = nn.Parameter(torch.zeros(1, c0, 1, 1))
         self.enc0 = _conv(c0, c0)
         self.enc1 = nn.Sequential(_conv(c0, c1, 2), _conv(c1, c1))

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import torch
 
-from cnnfind.training.data import ASINH_SCALE, FWHM_REF, load_backgrounds, make_patch
+from cnnfind.detection._input import MAX_KERNEL_RADIUS
+from cnnfind.training.data import (
+    ASINH_SCALE,
+    FWHM_REF,
+    N_CHANNELS,
+    load_backgrounds,
+    make_patch,
+)
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
@@ -26,7 +33,10 @@ from cnnfind.training.nets import StarNet
 __all__ = ['main', 'build_parser']
 
 MODEL_NAME = 'starfinder'
-MODEL_VERSION = '1.0.0'
+MODEL_VERSION = '2.0.0'
+
+#: Receptive-field radius of `StarNet` in pixels.
+RECEPTIVE_FIELD_RADIUS = 62
 
 
 def _forward(model, batch):
@@ -61,7 +71,7 @@ def build_parser():
                    help='folder for starfinder.onnx and starfinder.json')
     p.add_argument('--workdir', default='runs/starfinder',
                    help='checkpoints and logs')
-    p.add_argument('--steps', type=int, default=4000)
+    p.add_argument('--steps', type=int, default=6000)
     p.add_argument('--batch-size', type=int, default=16)
     p.add_argument('--patch', type=int, default=128)
     p.add_argument('--lr', type=float, default=2e-3)
@@ -99,7 +109,7 @@ def main(argv=None):
         log_file.write(msg + '\n')
         log_file.flush()
 
-    model = StarNet()
+    model = StarNet(in_channels=N_CHANNELS)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     history = None
@@ -128,7 +138,7 @@ def main(argv=None):
 
     out = Path(args.out)
     onnx_path = out / f'{MODEL_NAME}.onnx'
-    example = (torch.randn(1, 2, 64, 96), torch.zeros(1, 1, 1, 1))
+    example = (torch.randn(1, N_CHANNELS, 64, 96), torch.zeros(1, 1, 1, 1))
     export_onnx(model, example, onnx_path, input_names=('image', 'fwhm'),
                 output_names=('logits',),
                 dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
@@ -136,7 +146,7 @@ def main(argv=None):
                               'logits': {0: 'batch', 2: 'height',
                                          3: 'width'}})
     parity = check_parity(model, onnx_path,
-                          (torch.randn(2, 2, 128, 160),
+                          (torch.randn(2, N_CHANNELS, 128, 160),
                            torch.full((2, 1, 1, 1), 0.3)))
     log(f'ONNX parity max |diff| = {parity:.2e}')
 
@@ -145,9 +155,15 @@ def main(argv=None):
         'version': MODEL_VERSION,
         'task': 'star centre heatmap for CNNStarFinder',
         'inputs': {
-            'image': 'float32 (N, 2, H, W): asinh((data - sky) / (noise * '
-                     'asinh_scale)) with invalid pixels set to 0, and a '
-                     'validity channel (1 valid, 0 masked/NaN)',
+            'image': 'float32 (N, 3, H, W): asinh((data - sky) / (noise * '
+                     'asinh_scale)) with invalid pixels set to 0; a '
+                     'validity channel (1 valid, 0 masked/NaN); and '
+                     'asinh(snr / asinh_scale), snr being the matched-filter '
+                     'SNR map: (data - sky) / noise (0 at invalid pixels) '
+                     'correlated with a unit-sum circular Gaussian of the '
+                     'user FWHM (half-width min(4 sigma, '
+                     f'{MAX_KERNEL_RADIUS}) px, zero outside the image) and '
+                     'divided by the root sum of squares of that kernel',
             'fwhm': 'float32 (N, 1, 1, 1): log(fwhm / fwhm_ref)',
         },
         'outputs': {'logits': 'float32 (N, 1, H, W) centre logits'},
@@ -157,8 +173,11 @@ def main(argv=None):
                           'asinh_scale': ASINH_SCALE,
                           'fwhm_ref': FWHM_REF},
         'size_multiple': StarNet.stride,
-        'halo': 64,
-        'receptive_field_radius': 62,
+        # The tile halo covers the receptive field plus the matched
+        # filter's half-width, so tiled output equals a full pass.
+        'halo': int(-(-(RECEPTIVE_FIELD_RADIUS + MAX_KERNEL_RADIUS)
+                      // StarNet.stride) * StarNet.stride),
+        'receptive_field_radius': RECEPTIVE_FIELD_RADIUS,
         'training_command': 'python -m cnnfind.training.starfinder '
                             f'--out cnnfind/models --steps {args.steps} '
                             f'--seed {args.seed}',
