@@ -12,7 +12,8 @@ from cnnfind.training.data import _draw_targets
 __all__ = ['heatmap_from_catalog']
 
 
-def heatmap_from_catalog(shape, positions, *, wcs=None, ignore=None):
+def heatmap_from_catalog(shape, positions, *, wcs=None, ignore=None,
+                         sigma=None):
     """
     Training target and loss weight from catalogue positions.
 
@@ -27,6 +28,12 @@ def heatmap_from_catalog(shape, positions, *, wcs=None, ignore=None):
     ignore : `~astropy.coordinates.SkyCoord` or (M, 2) array, optional
         Sources to exclude from the loss (e.g. galaxies or objects too
         faint to count either way).
+    sigma : float or array of float, optional
+        Gaussian width (pixels) of each star's spot, one value for all
+        or one per position (e.g. growing with brightness, see
+        `cnnfind.training.survey.spot_sigma`). The spot reaches out to
+        ``max(2, ceil(3 * sigma))`` pixels. `None` (default) draws the
+        star-finder training spots (sigma 0.8 within 2 pixels).
 
     Returns
     -------
@@ -64,5 +71,32 @@ def heatmap_from_catalog(shape, positions, *, wcs=None, ignore=None):
     ign = [] if ignore is None else list(zip(*to_pixels(ignore),
                                              strict=True))
     target, ignored = _draw_targets(shape, x, y, inside, ign)
+    if sigma is not None:
+        sig = np.broadcast_to(np.asarray(sigma, dtype=float), x.shape)
+        target = _draw_sized(shape, x[inside], y[inside], sig[inside])
     weight = np.where(ignored, 0.0, 1.0 + 20.0 * target).astype(np.float32)
     return target, weight
+
+
+def _draw_sized(shape, x, y, sigma):
+    """
+    Centre heatmap with one Gaussian width per star: 1 at the star's
+    pixel, ``exp(-d**2 / (2 sigma**2))`` around it out to
+    ``max(2, ceil(3 sigma))`` pixels, the maximum where spots overlap.
+    """
+    target = np.zeros(shape, np.float32)
+    ny, nx = shape
+    for xi, yi, si in zip(x, y, sigma, strict=True):
+        si = max(float(si), 1e-3)
+        r = max(2, int(np.ceil(3.0 * si)))
+        ix, iy = int(np.round(xi)), int(np.round(yi))
+        y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
+        x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        v = np.exp(-0.5 * ((xx - xi)**2 + (yy - yi)**2) / si**2)
+        v[(yy == iy) & (xx == ix)] = 1.0
+        sub = target[y0:y1, x0:x1]
+        np.maximum(sub, v.astype(np.float32), out=sub)
+    return target
