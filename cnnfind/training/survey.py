@@ -96,7 +96,7 @@ def spot_sigma(mag, faint_limit, fwhm, *, base=BASE_SIGMA, maximum=MAX_SIGMA):
     --------
     >>> from cnnfind.training.survey import spot_sigma
     >>> spot_sigma([20.0, 15.0, 5.0], 20.0, 4.0).round(2).tolist()
-    [0.8, 1.82, 4.0]
+    [0.8, 2.58, 4.0]
     """
     dm = np.clip(float(faint_limit) - np.asarray(mag, dtype=float), 0, None)
     r = float(fwhm) / 2.3548 * np.sqrt(0.8 * np.log(10.0) * dm)
