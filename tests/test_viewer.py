@@ -478,3 +478,31 @@ def test_browser_slider_and_save(server, state, tmp_path):
     tab = QTable.read(path, format='ascii.ecsv')
     np.testing.assert_allclose(_columns(tab), _reference(state, high),
                                rtol=1e-12)
+
+
+def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
+    # python -m cnnfind.viewer: prints the address, serves, Ctrl-C exits 0.
+    import signal
+    out = tmp_path / 'cat.ecsv'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'cnnfind.viewer', str(sim_fits[0]),
+         '--fwhm', '3', '--threshold', '3', '--no-browser', '--out', str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stdout:
+            found = re.search(r'(http://127\.0\.0\.1:\d+/)', line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, proc.stderr.read()
+        with urllib.request.urlopen(url + 'api/info', timeout=30) as r:
+            info = json.loads(r.read())
+        assert info['fwhm'] == 3.0 and info['fwhm_estimated'] is False
+        assert info['out'] == str(out)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

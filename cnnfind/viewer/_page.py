@@ -39,6 +39,7 @@ circle{fill:none;stroke:#00e5ff;stroke-width:1.5px;vector-effect:non-scaling-str
   <svg id="hist" width="330" height="170"></svg>
   <table id="info"></table>
   <div id="fwhmnote" class="note"></div>
+  <div>Slider history (cut: detections):</div>
   <ol id="log"></ol>
  </div>
 </div>
@@ -96,7 +97,7 @@ function setThreshold(p) {
     $('count').textContent = d.count;
     const li = document.createElement('li');
     li.dataset.p = p; li.dataset.count = d.count;
-    li.textContent = 'p >= ' + p.toFixed(2) + ': ' + d.count;
+    li.textContent = p.toFixed(2) + ': ' + d.count;
     $('log').appendChild(li);
   }).catch(e => { $('count').textContent = 'error: ' + e.message; });
   return pending;
