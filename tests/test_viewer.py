@@ -197,6 +197,40 @@ def test_state_constant_image():
         ViewerState(np.ones((32, 32)), fwhm=3.0)
 
 
+def test_no_candidates(tmp_path):
+    # Pure noise and a 50-sigma threshold: nothing to show, an empty file.
+    noise = np.random.default_rng(4).normal(100.0, 5.0, (64, 64))
+    st = ViewerState(noise, fwhm=3.0, threshold_sigma=50.0,
+                     out=str(tmp_path / 'none.ecsv'))
+    assert len(st.candidates) == 0
+    assert st.detections(0.5)['count'] == 0
+    path, rows = st.save(0.5)
+    assert rows == 0
+    tab = QTable.read(path, format='ascii.ecsv')
+    assert len(tab) == 0 and 'probability' in tab.colnames
+
+
+def test_save_adds_sky_columns(sim_fits, tmp_path):
+    from astropy.wcs import WCS
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [64.5, 64.5]
+    wcs.wcs.cdelt = [-1e-4, 1e-4]
+    path = tmp_path / 'wcs.fits'
+    fits.PrimaryHDU(sim_fits[1]['image'], header=wcs.to_header()).writeto(path)
+    st = build_state(_args(path, '--fwhm', 3, '--threshold', 3,
+                           '--out', tmp_path / 'wcs.ecsv'))
+    _, rows = st.save(0.3)
+    tab = QTable.read(st.out, format='ascii.ecsv')
+    assert rows == len(tab) > 0
+    ra, dec = wcs.pixel_to_world_values(np.asarray(tab['x_centroid']),
+                                        np.asarray(tab['y_centroid']))
+    np.testing.assert_allclose(tab['ra'].to_value('deg'), ra)
+    np.testing.assert_allclose(tab['dec'].to_value('deg'), dec)
+    assert tab.meta['image'] == str(path)
+
+
 @pytest.mark.parametrize('p', [-0.1, 1.5, float('nan')])
 def test_catalogue_bad_probability(state, p):
     with pytest.raises(ValueError, match='between 0 and 1'):
@@ -456,8 +490,11 @@ def test_browser_slider_and_save(server, state, tmp_path):
     if os.path.exists(state.out):
         os.remove(state.out)
     low, high = 0.05, 0.9
-    dom = _chromium_dom(f'{server.url}?p={low},{high}&autosave=1', tmp_path)
+    dom = _chromium_dom(f'{server.url}?p={low},{high}&autosave=1'
+                        '&stretch=asinh&heatmap=0', tmp_path)
     assert 'data-done="1"' in dom, dom[-3000:]
+    assert 'id="image" alt="image" src="image.png?stretch=asinh"' in dom
+    assert re.search(r'id="heatimg"[^>]*style="display: none;"', dom)
     # The page logs each slider position it applied and its count.
     steps = [(float(p), int(n)) for p, n in
              re.findall(r'<li data-p="([\d.]+)" data-count="(\d+)"', dom)]
