@@ -462,6 +462,16 @@ def test_run_port_in_use(sim_fits, server, capsys):
     assert 'cannot listen' in capsys.readouterr().err
 
 
+def test_add_parser_for_cnnfind_view(sim_fits, capsys):
+    from cnnfind.viewer._cli import add_parser
+    parser = argparse.ArgumentParser(prog='cnnfind')
+    add_parser(parser.add_subparsers(dest='command'))
+    args = parser.parse_args(['view', str(sim_fits[0]), '--fwhm', '-2'])
+    assert args.func is run and args.threshold_sigma == 5.0
+    assert args.func(args) == 2
+    assert 'cnnfind view: error: --fwhm' in capsys.readouterr().err
+
+
 def test_main_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(['--help'])

@@ -11,7 +11,21 @@ Python standard library's `http.server` is used; the page's HTML, CSS
 and JavaScript are inline and nothing is fetched from elsewhere.
 """
 
-from cnnfind.viewer._server import HOST, ViewerServer, make_server
-from cnnfind.viewer._state import ViewerState
-
 __all__ = ['HOST', 'ViewerServer', 'ViewerState', 'make_server']
+
+_LAZY = {'HOST': '_server', 'ViewerServer': '_server',
+         'make_server': '_server', 'ViewerState': '_state'}
+
+
+def __getattr__(name):
+    # Imported on first use, so that the command line (``_cli``) loads fast.
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(f'{__name__}.{_LAZY[name]}')
+        return getattr(module, name)
+    msg = f'module {__name__!r} has no attribute {name!r}'
+    raise AttributeError(msg)
+
+
+def __dir__():
+    return sorted(__all__)

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-__all__ = ['add_arguments', 'main', 'run']
+__all__ = ['add_arguments', 'add_parser', 'main', 'run']
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -18,6 +18,8 @@ DESCRIPTION = ('Serve a local web page (127.0.0.1 only) showing an image, '
                "CNNStarFinder's heatmap, the candidates' probabilities and "
                'the detections, with a min_probability slider and a button '
                'that writes the ECSV catalogue. Ctrl-C stops it.')
+EPILOG = ('Exit status: 0 after Ctrl-C, 1 when the image cannot be read or '
+          'the port cannot be opened, 2 for a usage error.')
 
 
 def add_arguments(parser):
@@ -49,6 +51,16 @@ def add_arguments(parser):
                         help='do not open a web browser')
     parser.add_argument('--verbose', action='store_true',
                         help='log every request')
+    return parser
+
+
+def add_parser(subparsers):
+    """Add ``view`` to the ``cnnfind`` command's sub-parsers."""
+    parser = subparsers.add_parser(
+        'view', help='look at the heatmap and detections in a web page',
+        description=DESCRIPTION, epilog=EPILOG)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
     return parser
 
 
@@ -135,6 +147,7 @@ def run(args):
 def main(argv=None):
     """``python -m cnnfind.viewer``."""
     parser = argparse.ArgumentParser(prog='python -m cnnfind.viewer',
-                                     description=DESCRIPTION)
+                                     description=DESCRIPTION,
+                                     epilog=EPILOG)
     add_arguments(parser)
     return run(parser.parse_args(argv))
