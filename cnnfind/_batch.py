@@ -308,7 +308,11 @@ def _local_pool(task, items, jobs):
     pool.shutdown(wait=True)
 
 
-def connect(scheduler, timeout=10):
+#: Seconds to wait for a Dask scheduler to answer.
+CONNECT_TIMEOUT = 10
+
+
+def connect(scheduler, timeout=None):
     """
     A `distributed.Client` for ``scheduler`` (an address such as
     ``tcp://host:8786``, or the path of a scheduler JSON file).
@@ -320,6 +324,7 @@ def connect(scheduler, timeout=10):
     """
     from distributed import Client
 
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     try:
         if str(scheduler).endswith('.json') and os.path.isfile(scheduler):
             return Client(scheduler_file=scheduler, timeout=timeout)
@@ -477,6 +482,8 @@ def summarize(task, outcomes, what='images'):
     if failed:
         print(f'Failed {what}:', file=sys.stderr)
         for o in failed:
-            print(f'  {o.label}: {o.error}', file=sys.stderr)
+            text = (o.error if o.error.startswith(f'{o.label}:')
+                    else f'{o.label}: {o.error}')
+            print(f'  {text}', file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

@@ -593,9 +593,14 @@ def _inner_progress(args, n_items):
                 and args.scheduler is None)
 
 
-def _absolute(path):
-    """Absolute path, so that workers with another working dir find it."""
-    return None if path is None else os.path.abspath(path)
+def _absolute(path, args):
+    """
+    ``path`` made absolute for a Dask run (whose workers may have another
+    working directory); as given otherwise, so that messages show it.
+    """
+    if path is None or getattr(args, 'scheduler', None) is None:
+        return path
+    return os.path.abspath(path)
 
 
 # ---------------------------------------------------------------------------
@@ -663,16 +668,17 @@ def _cmd_find(args):
     if msg:
         return _usage_error('find', msg)
     images = args.images
-    outdir = _absolute(args.outdir)
+    outdir = _absolute(args.outdir, args)
     os.makedirs(outdir, exist_ok=True)
     task = Task(_find_setup, _find_file, noun='sources', setup_kwargs=dict(
         ext=_parse_ext(args.ext), mask_ext=_parse_ext(args.mask_ext),
         fwhm=args.fwhm, threshold_sigma=args.threshold_sigma,
-        min_probability=args.min_probability, model=_absolute(args.model),
+        min_probability=args.min_probability,
+        model=_absolute(args.model, args),
         device=args.device, progress=_inner_progress(args, len(images)),
         regions=args.regions, png=args.png,
         n_threads=worker_threads(args.jobs, args.scheduler, args.threads)))
-    items = [(_absolute(p), outdir, stem)
+    items = [(_absolute(p, args), outdir, stem)
              for p, stem in zip(images, _unique_stems(images))]
     return run_files(args, 'find', task, items, images)[0]
 
@@ -761,10 +767,10 @@ def _cmd_denoise(args):
            else check_output_dir(args.output))
     if msg:
         return _usage_error('denoise', msg)
-    output = _absolute(args.output)
+    output = _absolute(args.output, args)
     task = Task(_denoise_setup, _denoise_file, verb='denoised',
                 setup_kwargs=dict(
-                    model=_absolute(args.model), device=args.device,
+                    model=_absolute(args.model, args), device=args.device,
                     saturation=args.saturation,
                     n_threads=worker_threads(args.jobs, args.scheduler,
                                              args.threads),
@@ -772,7 +778,7 @@ def _cmd_denoise(args):
                     mask_ext=_parse_ext(args.mask_ext), fill=args.fill,
                     progress=_inner_progress(args, len(images)),
                     residual=args.residual))
-    items = [(_absolute(p), output if single_file else
+    items = [(_absolute(p, args), output if single_file else
               os.path.join(output, f'{stem}_denoised.fits'))
              for p, stem in zip(images, _unique_stems(images))]
     return run_files(args, 'denoise', task, items, images)[0]
@@ -902,14 +908,14 @@ def _cmd_psfstars(args):
         return _usage_error('psfstars', '--epsf-size must be odd and at most '
                                         f'--size ({args.size})')
     images = args.images
-    outdir = _absolute(args.outdir)
+    outdir = _absolute(args.outdir, args)
     os.makedirs(outdir, exist_ok=True)
     selector = dict(
         fwhm=args.fwhm, min_score=args.min_score, size=args.size,
         min_snr=args.min_snr, isolation=args.isolation,
         neighbour_flux_ratio=args.neighbour_flux_ratio,
         saturation=args.saturation, max_stars=args.max_stars,
-        threshold=args.threshold_sigma, model=_absolute(args.model),
+        threshold=args.threshold_sigma, model=_absolute(args.model, args),
         device=args.device,
         n_threads=worker_threads(args.jobs, args.scheduler, args.threads),
         progress=_inner_progress(args, len(images)))
@@ -919,8 +925,8 @@ def _cmd_psfstars(args):
         epsf=args.epsf, epsf_size=args.epsf_size or args.size,
         oversampling=args.oversampling, epsf_maxiters=args.epsf_maxiters))
     stems = _unique_stems(images)
-    items = [(_absolute(p), outdir, stem,
-              _absolute(_table_for(args.candidates, stem)))
+    items = [(_absolute(p, args), outdir, stem,
+              _absolute(_table_for(args.candidates, stem), args))
              for p, stem in zip(images, stems)]
     return run_files(args, 'psfstars', task, items, images)[0]
 
@@ -1069,7 +1075,7 @@ def _cmd_morph(args):
                                      'not to cutouts')
     if args.mask_ext is not None and not field_mode:
         return _usage_error('morph', '--mask-ext applies to FITS fields')
-    classifier = dict(model=_absolute(args.model), device=args.device,
+    classifier = dict(model=_absolute(args.model, args), device=args.device,
                       stretch=args.stretch,
                       max_masked_fraction=args.max_masked_fraction,
                       tta=args.tta, batch_size=args.batch_size,
@@ -1082,8 +1088,8 @@ def _cmd_morph(args):
                                   ext=_parse_ext(args.ext),
                                   mask_ext=_parse_ext(args.mask_ext)))
     stems = _unique_stems(files)
-    items = [('field' if field_mode else 'cutout', _absolute(f),
-              _absolute(_table_for(args.positions, stem)) if field_mode
+    items = [('field' if field_mode else 'cutout', _absolute(f, args),
+              _absolute(_table_for(args.positions, stem), args) if field_mode
               else None) for f, stem in zip(files, stems)]
     status, outcomes = run_files(args, 'morph', task, items, files,
                                  what='fields' if field_mode else 'cutouts')

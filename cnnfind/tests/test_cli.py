@@ -39,7 +39,7 @@ class FakeFinder:
     calls = []
 
     def __init__(self, threshold, fwhm, *, min_probability=None, model=None,
-                 device='auto', progress=False):
+                 device='auto', progress=False, n_threads=None):
         from photutils.detection import DAOStarFinder
 
         self.kwargs = dict(threshold=threshold, fwhm=fwhm,
@@ -107,11 +107,12 @@ def _read_regions(path):
 def test_help(capsys):
     assert cli.main(['--help']) == 0
     out = capsys.readouterr().out
-    for command in ('demo', 'find', 'denoise', 'train'):
+    for command in ('demo', 'find', 'denoise', 'psfstars', 'morph', 'train'):
         assert command in out
 
 
-@pytest.mark.parametrize('command', ['demo', 'find', 'denoise', 'train'])
+@pytest.mark.parametrize('command', ['demo', 'find', 'denoise', 'psfstars',
+                                     'morph', 'train'])
 def test_subcommand_help(command, capsys):
     assert cli.main([command, '--help']) == 0
     assert 'usage: cnnfind ' + command in capsys.readouterr().out
@@ -471,3 +472,415 @@ def test_train_n2v_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(['train', 'n2v', '--out', str(model)]) == 2
     assert 'give FITS images' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The batch runner (cnnfind._batch)
+# ---------------------------------------------------------------------------
+
+def _toy_setup(scale):
+    return {'scale': scale, 'built': object()}
+
+
+def _toy_process(tool, item):
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from cnnfind._batch import FileResult
+
+    if item == 'bad':
+        raise cli.CLIError('bad: broken on purpose')
+    if item == 'crash':
+        return 1 / 0
+    if item == 'warn':
+        warnings.warn('look here', AstropyUserWarning)
+    return FileResult(count=tool['scale'] * len(item), written=[f'{item}.out'],
+                      payload=id(tool['built']))
+
+
+def test_batch_runner_keeps_going_and_reports(capsys):
+    from cnnfind import _batch
+
+    task = _batch.Task(_toy_setup, _toy_process, {'scale': 2}, noun='things')
+    outcomes = _batch.run_batch(task, ['ab', 'bad', 'warn', 'crash', 'abc'])
+    assert [o.ok for o in outcomes] == [True, False, True, False, True]
+    assert [o.result.count for o in outcomes if o.ok] == [4, 8, 6]
+    # the tool was built once and reused for every file
+    assert len({o.result.payload for o in outcomes if o.ok}) == 1
+    assert outcomes[1].error == 'bad: broken on purpose'
+    assert outcomes[3].error.startswith('ZeroDivisionError')
+    assert outcomes[2].result.warnings == ['AstropyUserWarning: look here']
+    assert _batch.summarize(task, outcomes) == 1
+    out, err = capsys.readouterr()
+    assert '[1/5] ab: 4 things -> ab.out' in out
+    assert 'Summary: 3 of 5 images processed, 18 things in all; 2 failed.' in out
+    assert '[2/5] bad: FAILED: bad: broken on purpose' in err
+    assert 'warning: AstropyUserWarning: look here' in err
+    assert 'Failed images:\n  bad: broken on purpose\n  crash: ZeroDivision' in err
+
+    ok = _batch.run_batch(task, ['x'], progress=True)
+    assert _batch.summarize(task, ok) == 0
+    assert '1/1' in capsys.readouterr().err  # the tqdm bar over files
+
+
+def test_worker_tool_cache():
+    from cnnfind import _batch
+
+    a = _batch.Task(_toy_setup, _toy_process, {'scale': 1})
+    b = _batch.Task(_toy_setup, _toy_process, {'scale': 3})
+    tool = _batch.worker_tool(a)
+    assert _batch.worker_tool(a) is tool
+    assert _batch.worker_tool(_batch.Task(_toy_setup, _toy_process,
+                                          {'scale': 1})) is tool
+    assert _batch.worker_tool(b) is not tool and _batch.worker_tool(b)['scale'] == 3
+    ok, result = _batch.run_in_worker(a, 'ab')
+    assert ok and result.count == 2
+    assert _batch.run_in_worker(a, 'bad') == (False, 'bad: broken on purpose')
+    broken = _batch.Task(_toy_setup, _toy_process, {'scale': 1, 'oops': 2})
+    ok, msg = _batch.run_in_worker(broken, 'ab')
+    assert not ok and msg.startswith('cannot set up the tool: TypeError')
+
+
+def test_worker_threads_and_batch_options():
+    from cnnfind import _batch
+
+    assert _batch.worker_threads(1, None) is None
+    assert _batch.worker_threads(2, None) == 1
+    assert _batch.worker_threads(1, 'tcp://x:1') == 1
+    assert _batch.worker_threads(4, None, threads=3) == 3
+    assert _batch.check_batch_options(1, None) is None
+    assert 'positive' in _batch.check_batch_options(0, None)
+    assert 'cannot be combined' in _batch.check_batch_options(2, 'tcp://x:1')
+
+
+def test_output_path_checks(tmp_path, capsys):
+    afile = tmp_path / 'file.txt'
+    afile.write_text('x')
+    for argv in (['find', 'x.fits', '-o', str(afile)],
+                 ['psfstars', 'x.fits', '-o', str(afile)],
+                 ['denoise', 'x.fits', '-o', str(afile)],
+                 ['denoise', 'x.fits', '-o', str(afile / 'y.fits')],
+                 ['morph', 'x.fits', '-o', str(tmp_path / 'table.csv')],
+                 ['morph', 'x.fits', '-o', str(afile / 't.ecsv')]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f'cnnfind {argv[0]}: error: output ')
+    (tmp_path / 'dir.ecsv').mkdir()
+    assert cli.main(['morph', 'x.fits', '-o', str(tmp_path / 'dir.ecsv')]) == 2
+    assert 'is a directory' in capsys.readouterr().err
+
+
+def test_bad_batch_options(tmp_path, capsys):
+    assert cli.main(['find', 'x.fits', '-o', str(tmp_path), '--jobs', '0']) == 2
+    assert cli.main(['find', 'x.fits', '-o', str(tmp_path), '--jobs', '2',
+                     '--scheduler', 'tcp://127.0.0.1:1']) == 2
+    assert 'cannot be combined' in capsys.readouterr().err
+
+
+def test_find_progress_over_files(tmp_path, fake_finder, m13_data, capsys):
+    data, header = m13_data
+    paths = []
+    for name in ('a', 'b'):
+        fits.writeto(tmp_path / f'{name}.fits', data, header)
+        paths.append(str(tmp_path / f'{name}.fits'))
+    assert cli.main(['find', *paths, '-o', str(tmp_path / 'o'),
+                     '--progress']) == 0
+    captured = capsys.readouterr()
+    assert '2/2' in captured.err and 'file' in captured.err
+    assert fake_finder.calls[-1]['progress'] is False  # no nested tile bars
+
+
+def _star_fields(tmp_path, n=3, shape=(96, 96)):
+    from cnnfind.simulation import make_scenario
+
+    paths = []
+    for i in range(n):
+        path = tmp_path / f'sim{i}.fits'
+        fits.writeto(path, make_scenario('sparse', shape=shape,
+                                         seed=i)['image'])
+        paths.append(str(path))
+    return paths
+
+
+def _same_tables(dir1, dir2, names):
+    for name in names:
+        t1 = Table.read(os.path.join(dir1, name))
+        t2 = Table.read(os.path.join(dir2, name))
+        assert t1.colnames == t2.colnames
+        assert len(t1) == len(t2)
+        for col in t1.colnames:
+            assert np.array_equal(np.asarray(t1[col]), np.asarray(t2[col])), col
+
+
+def test_find_jobs_equals_serial(tmp_path, real_finder, capsys):
+    paths = _star_fields(tmp_path)
+    bad = tmp_path / 'bad.fits'
+    bad.write_text('not FITS')
+    serial, parallel = tmp_path / 'serial', tmp_path / 'parallel'
+    assert cli.main(['find', *paths, str(bad), '-o', str(serial)]) == 1
+    assert cli.main(['find', str(bad), *paths, '-o', str(parallel),
+                     '--jobs', '2', '--device', 'cpu']) == 1
+    err = capsys.readouterr().err
+    assert f'{bad}: cannot be read as FITS' in err
+    names = [f'sim{i}.ecsv' for i in range(3)]
+    _same_tables(serial, parallel, names)
+    assert sum(len(Table.read(parallel / n)) for n in names) > 0
+
+
+# ---------------------------------------------------------------------------
+# cnnfind psfstars
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def psf_field(tmp_path_factory):
+    from cnnfind.evaluation.psf import simulate_psf_field
+
+    sim = simulate_psf_field((128, 128), seed=3, density=5000,
+                             galaxies_per_mpix=0, cosmics_per_mpix=0,
+                             hot_per_mpix=0)
+    path = tmp_path_factory.mktemp('psf') / 'stars.fits'
+    fits.writeto(path, sim['image'].astype(np.float32))
+    return path, sim
+
+
+def test_psfstars_table_and_epsf(psf_field, tmp_path, capsys):
+    from cnnfind.psfstars import PSFStarSelector
+
+    path, sim = psf_field
+    outdir = tmp_path / 'psf'
+    assert cli.main(['psfstars', str(path), '-o', str(outdir), '--fwhm', '3.5',
+                     '--epsf', '--epsf-maxiters', '3', '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    tbl = QTable.read(outdir / 'stars.ecsv')
+    expected = PSFStarSelector(fwhm=3.5)(sim['image'].astype(np.float32))
+    assert f'{len(expected)} PSF stars' in out
+    assert tbl.colnames[:10] == list(cli.PSF_COLUMNS)
+    np.testing.assert_allclose(tbl['x_centroid'], expected['x_centroid'])
+    np.testing.assert_allclose(tbl['psf_score'], expected['psf_score'],
+                               rtol=1e-6)
+    assert tbl.meta['fwhm'] == 3.5 and tbl.meta['n_selected'] == len(tbl)
+    with fits.open(outdir / 'stars_epsf.fits') as hdul:
+        epsf = hdul[0].data
+        assert hdul[0].header['OVERSAMP'] == 4
+        assert hdul[0].header['NSTARS'] == len(tbl)
+    assert epsf.shape == (101, 101)  # 25-pixel stars, oversampled 4 times
+    # a centred, single-peaked model
+    peak = np.unravel_index(np.argmax(epsf), epsf.shape)
+    assert abs(peak[0] - 50) <= 2 and abs(peak[1] - 50) <= 2
+
+
+def test_psfstars_candidates_and_rejected(psf_field, tmp_path, capsys):
+    path, _ = psf_field
+    cands = tmp_path / 'cands'
+    cands.mkdir()
+    # candidates from a table directory named like the image stems
+    Table({'x': [30.0, 64.0], 'y': [30.0, 64.0]}).write(cands / 'stars.ecsv')
+    outdir = tmp_path / 'o'
+    status = cli.main(['psfstars', str(path), '-o', str(outdir), '--fwhm', '3.5',
+                       '--candidates', str(cands), '--keep-rejected'])
+    assert status == 0
+    tbl = QTable.read(outdir / 'stars.ecsv')
+    assert len(tbl) == 2  # every candidate is listed
+    assert set(tbl.colnames) >= {'selected', 'reason'}
+    assert tbl.meta['candidates'].endswith('stars.ecsv')
+    # a candidate table without position columns fails that image
+    Table({'a': [1.0]}).write(cands / 'other.ecsv')
+    status = cli.main(['psfstars', str(path), '-o', str(outdir), '--fwhm', '3.5',
+                       '--candidates', str(cands / 'other.ecsv')])
+    assert status == 1
+    assert 'no position columns' in capsys.readouterr().err
+
+
+def test_psfstars_failures_and_usage(psf_field, tmp_path, capsys):
+    path, _ = psf_field
+    noise = tmp_path / 'noise.fits'
+    fits.writeto(noise, np.random.default_rng(1).normal(0, 1, (64, 64)))
+    outdir = tmp_path / 'o'
+    status = cli.main(['psfstars', str(noise), str(tmp_path / 'missing.fits'),
+                       '-o', str(outdir), '--fwhm', '3', '--epsf'])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert 'EPSFBuilder needs at least 2' in err
+    assert 'missing.fits: no such file' in err
+    # the (empty) table was still written
+    assert len(QTable.read(outdir / 'noise.ecsv')) == 0
+    for bad in (['--min-score', '1.5'], ['--size', '24'],
+                ['--epsf-size', '27'], ['--max-stars', '0'],
+                ['--candidates', str(tmp_path / 'nothing.ecsv')],
+                ['--model', str(tmp_path / 'missing.onnx')]):
+        assert cli.main(['psfstars', str(path), '-o', str(outdir), *bad]) == 2
+        assert 'error' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# cnnfind morph
+# ---------------------------------------------------------------------------
+
+def _blob(size=96, axis_ratio=0.7, scale=5.0):
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    return np.exp(-np.hypot(xx, yy / axis_ratio) / scale)
+
+
+@pytest.fixture
+def cutout_dir(tmp_path):
+    pil = pytest.importorskip('PIL.Image')
+    rng = np.random.default_rng(0)
+    folder = tmp_path / 'cutouts'
+    folder.mkdir()
+    arrays = {}
+    for name, amp in (('round.png', 200), ('sky.png', 0), ('grey.png', 150)):
+        img = np.clip(rng.normal(8, 3, (96, 96)) + amp * _blob(), 0, 255)
+        img = img.astype(np.uint8)
+        arr = img if name == 'grey.png' else np.stack([img] * 3, axis=-1)
+        pil.fromarray(arr).save(folder / name)
+        arrays[name] = arr
+    (folder / 'broken.png').write_text('not an image')
+    (folder / 'notes.txt').write_text('ignored')
+    return folder, arrays
+
+
+def test_morph_cutouts(cutout_dir, tmp_path, capsys):
+    from cnnfind.morphology import GalaxyMorphClassifier
+
+    folder, arrays = cutout_dir
+    out = tmp_path / 'morph.ecsv'
+    assert cli.main(['morph', str(folder), '-o', str(out), '--device',
+                     'cpu']) == 1
+    captured = capsys.readouterr()
+    assert 'broken.png: cannot be read as an image' in captured.err
+    assert 'Summary: 3 of 4 cutouts processed; 1 failed.' in captured.out
+    tbl = QTable.read(out)
+    assert list(tbl['file']) == ['grey.png', 'round.png', 'sky.png']
+    assert list(tbl['id']) == [1, 2, 3]
+    assert tbl.meta['failed'] == [str(folder / 'broken.png')]
+    clf = GalaxyMorphClassifier(device='cpu')
+    for row in tbl:
+        ref = clf(arrays[row['file']][None])
+        for name in ('p_elliptical', 'p_spiral', 'p_no_galaxy'):
+            assert row[name] == pytest.approx(ref[name][0], abs=1e-6)
+        assert row['label'] == ref['label'][0]
+    p = np.column_stack([tbl['p_elliptical'], tbl['p_spiral'],
+                         tbl['p_no_galaxy']])
+    np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+    # the empty-sky cutout is no galaxy, the bright round blob is one
+    assert tbl['label'][2] == 'no_galaxy'
+    assert tbl['p_no_galaxy'][1] < tbl['p_no_galaxy'][2]
+
+
+def test_morph_field(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    field = rng.normal(100, 5, (128, 128)).astype(np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    for x, y in ((40, 40), (90, 80)):
+        field += 3000 * np.exp(-np.hypot(xx - x, (yy - y) / 0.7) / 4)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [64, 64]
+    wcs.wcs.cdelt = [-1e-4, 1e-4]
+    fits.writeto(tmp_path / 'field.fits', field, wcs.to_header())
+    positions = tmp_path / 'pos'
+    positions.mkdir()
+    Table({'x_centroid': [40.0, 90.0], 'y_centroid': [40.0, 80.0]}).write(
+        positions / 'field.ecsv')
+    out = tmp_path / 'f.ecsv'
+    assert cli.main(['morph', str(tmp_path / 'field.fits'), '-o', str(out),
+                     '--positions', str(positions)]) == 0
+    tbl = QTable.read(out)
+    assert len(tbl) == 2 and list(tbl['x_centroid']) == [40.0, 90.0]
+    sky = wcs.pixel_to_world([40.0, 90.0], [40.0, 80.0])
+    np.testing.assert_allclose(tbl['ra'].to_value('deg'), sky.ra.deg)
+    assert '2 sources' in capsys.readouterr().out
+    # without positions the sources are found by segmentation
+    assert cli.main(['morph', str(tmp_path / 'field.fits'), '-o',
+                     str(tmp_path / 'seg.ecsv')]) == 0
+    seg = QTable.read(tmp_path / 'seg.ecsv')
+    assert len(seg) == 2
+    np.testing.assert_allclose(np.sort(seg['x_centroid']), [40, 90], atol=1)
+
+
+def test_morph_usage(cutout_dir, tmp_path, capsys):
+    folder, _ = cutout_dir
+    fits.writeto(tmp_path / 'f.fits', np.zeros((32, 32)))
+    out = str(tmp_path / 'o.ecsv')
+    assert cli.main(['morph', str(folder / 'round.png'),
+                     str(tmp_path / 'f.fits'), '-o', out]) == 2
+    assert 'not both' in capsys.readouterr().err
+    assert cli.main(['morph', str(folder / 'round.png'), '-o', out,
+                     '--positions', str(folder / 'round.png')]) == 2
+    assert cli.main(['morph', str(tmp_path), '-o', out]) == 2
+    assert 'holds no cutout files' in capsys.readouterr().err
+    assert cli.main(['morph', str(folder), '-o', out,
+                     '--max-masked-fraction', '2']) == 2
+
+
+# ---------------------------------------------------------------------------
+# Dask (a LocalCluster on loopback)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def dask_cluster():
+    distributed = pytest.importorskip('distributed')
+    with distributed.LocalCluster(processes=True, n_workers=2,
+                                  threads_per_worker=1, host='127.0.0.1',
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        yield cluster, client
+
+
+def test_dask_equals_serial(dask_cluster, tmp_path, real_finder, capsys):
+    cluster, client = dask_cluster
+    paths = _star_fields(tmp_path, n=4)
+    missing = str(tmp_path / 'missing.fits')
+    serial, dask = tmp_path / 'serial', tmp_path / 'dask'
+    assert cli.main(['find', *paths, '-o', str(serial), '--device', 'cpu']) == 0
+    assert cli.main(['find', *paths, missing, '-o', str(dask), '--device',
+                     'cpu', '--scheduler', cluster.scheduler_address]) == 1
+    captured = capsys.readouterr()
+    assert 'Summary: 4 of 5 images processed' in captured.out
+    assert 'missing.fits: no such file' in captured.err
+    _same_tables(serial, dask, [f'sim{i}.ecsv' for i in range(4)])
+
+    # each worker built one tool and one onnxruntime session for its files
+    def state():
+        from cnnfind import _batch
+        from cnnfind.runtime.session import _cached_session
+        return len(_batch._TOOLS), _cached_session.cache_info().misses
+
+    per_worker = client.run(state)
+    assert sum(tools for tools, _ in per_worker.values()) >= 1
+    for tools, sessions in per_worker.values():
+        assert tools <= 1 and sessions <= 1
+
+
+def test_dask_morph_equals_serial(dask_cluster, cutout_dir, tmp_path, capsys):
+    cluster, _ = dask_cluster
+    folder, _ = cutout_dir
+    (folder / 'broken.png').unlink()
+    one, two = tmp_path / 'serial.ecsv', tmp_path / 'dask.ecsv'
+    assert cli.main(['morph', str(folder), '-o', str(one)]) == 0
+    assert cli.main(['morph', str(folder), '-o', str(two), '--scheduler',
+                     cluster.scheduler_address]) == 0
+    t1, t2 = Table.read(one), Table.read(two)
+    assert t1.colnames == t2.colnames and len(t1) == 3
+    for col in t1.colnames:
+        assert np.array_equal(np.asarray(t1[col]), np.asarray(t2[col])), col
+
+
+def test_unreachable_scheduler(tmp_path, monkeypatch, capsys):
+    pytest.importorskip('distributed')
+    from cnnfind import _batch
+
+    monkeypatch.setattr(_batch, 'CONNECT_TIMEOUT', 1)
+    fits.writeto(tmp_path / 'a.fits', np.zeros((16, 16)))
+    assert cli.main(['find', str(tmp_path / 'a.fits'), '-o', str(tmp_path),
+                     '--scheduler', 'tcp://127.0.0.1:9']) == 2
+    assert 'cannot connect to the Dask scheduler' in capsys.readouterr().err
+
+
+def test_scheduler_needs_distributed(tmp_path, monkeypatch, capsys):
+    from cnnfind import _batch
+
+    monkeypatch.setattr(_batch, '_have_distributed', lambda: False)
+    assert cli.main(['find', 'a.fits', '-o', str(tmp_path), '--scheduler',
+                     'tcp://127.0.0.1:9']) == 2
+    assert 'cnnfind[dask]' in capsys.readouterr().err
