@@ -96,6 +96,31 @@ def test_build_field_ignores_saturated_faint_and_edge_stars():
     assert np.all(c['role'][~c['in_image']] != 'target')
 
 
+def test_unlisted_sources_ignored_or_negative():
+    sim, wcs, cat = _sim_field(11)
+    st = sim['stars']
+    bright = np.flatnonzero((st['snr'] > 15) & (st['x'] > 5) & (st['x'] < 90)
+                            & (st['y'] > 5) & (st['y'] < 90))
+    drop = bright[::2]  # half the bright stars are missing from the list
+    keep = np.setdiff1d(np.arange(len(cat)), drop)
+    ix = np.round(st['x'][drop]).astype(int)
+    iy = np.round(st['y'][drop]).astype(int)
+    ign = build_field(sim['image'], wcs, cat[keep], mag='mag', fwhm=3.0)
+    neg = build_field(sim['image'], wcs, cat[keep], mag='mag', fwhm=3.0,
+                      unlisted='negative')
+    assert len(drop) >= 3, len(drop)
+    assert np.all(ign['WEIGHT'].data[iy, ix] == 0.0)
+    assert np.all(neg['WEIGHT'].data[iy, ix] > 0.0)
+    assert ign[0].header['NUNLIST'] >= len(drop)
+    # Listed stars stay targets with full weight at their centres.
+    c = Table(ign['CATALOG'].data)
+    tg = c[c['role'] == 'target']
+    assert np.all(ign['WEIGHT'].data[np.round(tg['y']).astype(int),
+                                     np.round(tg['x']).astype(int)] > 1)
+    with pytest.raises(ValueError, match='unlisted'):
+        build_field(sim['image'], wcs, cat, mag='mag', unlisted='drop')
+
+
 def test_build_field_bad_input():
     sim, wcs, cat = _sim_field(3)
     with pytest.raises(ValueError, match='2-D'):

@@ -283,6 +283,12 @@ def main(argv=None):
         'onnx_parity_max_abs_diff': parity,
         'created': time.strftime('%Y-%m-%d'),
     })
+    if history['best_val'] is not None and history['best_val'] >= base_val:
+        note = (f'fine-tuning did not lower the validation loss of the base '
+                f'model ({base_val:.5f} -> {history["best_val"]:.5f}): '
+                'more or larger fields, fewer steps or a lower --lr may help')
+        card['warning'] = note
+        print(f'WARNING: {note}', flush=True)
     card_path = write_card(out, card)
     print(f'wrote {out} and {card_path} (validation loss {base_val:.5f} '
           f'-> {history["best_val"]:.5f})', flush=True)

@@ -137,6 +137,26 @@ def _estimate_fwhm(data, valid, sky, noise, x, y, mag, saturation):
     return float(np.median(fw)) if len(fw) >= 3 else None
 
 
+def _unlisted_peaks(data, valid, sky, noise, fwhm, cx, cy, snr):
+    """
+    Local maxima of the matched-filtered image above ``snr`` that lie
+    more than 1.5 FWHM from every catalogue position ``(cx, cy)``.
+    """
+    from scipy import ndimage
+    sigma = fwhm / 2.3548
+    resid = np.where(valid, (data - sky) / noise, 0.0)
+    sm = ndimage.gaussian_filter(resid, sigma, mode='constant')
+    # White noise: the filtered map's std is 1 / (2 sqrt(pi) sigma).
+    sm *= 2.0 * np.sqrt(np.pi) * sigma
+    peak = (sm == ndimage.maximum_filter(sm, size=3)) & (sm >= snr) & valid
+    py, px = np.nonzero(peak)
+    if len(px) and len(cx):
+        d = np.hypot(px[:, None] - cx[None, :], py[:, None] - cy[None, :])
+        far = d.min(axis=1) > 1.5 * fwhm
+        px, py = px[far], py[far]
+    return px.astype(float), py.astype(float)
+
+
 def _discs(shape, x, y, radius):
     """Boolean map of the union of discs."""
     out = np.zeros(shape, bool)
@@ -181,8 +201,8 @@ def _table_columns(catalog, ra, dec, mag):
 
 def build_field(image, wcs, catalog, *, ra='ra', dec='dec',
                 mag='phot_g_mean_mag', fwhm=None, faint_limit=None,
-                bright_limit=None, saturation='auto', header=None,
-                meta=None):
+                bright_limit=None, saturation='auto', unlisted='ignore',
+                unlisted_snr=5.0, header=None, meta=None):
     """
     One field's training file (image, catalogue, target and weight).
 
@@ -212,6 +232,17 @@ def build_field(image, wcs, catalog, *, ra='ra', dec='dec',
         Stars with a pixel at or above this level within their spot are
         ignored like too bright stars. 'auto' reads ``SATURATE`` (or
         ``SATURATA``/``SATURATB``/``SATLEVEL``) from ``header``.
+    unlisted : {'ignore', 'negative'}, optional
+        What the loss does with sources of the image that are not in
+        the catalogue (galaxies, or stars fainter than its limit when
+        the image is deeper, as DECam images are than Gaia): 'ignore'
+        (default) sets the weight to 0 around every peak of the
+        matched-filtered image above ``unlisted_snr`` that lies more
+        than 1.5 FWHM from a catalogue star; 'negative' keeps them as
+        negatives (right only when the catalogue lists everything the
+        image shows as a star).
+    unlisted_snr : float, optional
+        Detection threshold (matched-filter SNR) of the unlisted peaks.
     header : `~astropy.io.fits.Header`, optional
         The image header, kept in the output (and read for saturation).
     meta : dict, optional
@@ -242,6 +273,9 @@ def build_field(image, wcs, catalog, *, ra='ra', dec='dec',
     >>> hdul['CATALOG'].data['role'].tolist()
     ['target', 'target']
     """
+    if unlisted not in ('ignore', 'negative'):
+        msg = f"unlisted must be 'ignore' or 'negative', not {unlisted!r}"
+        raise ValueError(msg)
     data = np.asarray(image, dtype=np.float32)
     if data.ndim != 2:
         msg = f'image must be 2-D, not {data.ndim}-D'
@@ -310,6 +344,13 @@ def build_field(image, wcs, catalog, *, ra='ra', dec='dec',
     ignore |= _discs(data.shape, x[big], y[big], 2.0 * reach[big] + fwhm)
     edge = near & ~too_bright
     ignore |= _discs(data.shape, x[edge], y[edge], reach[edge])
+    n_unlisted = 0
+    if unlisted == 'ignore':
+        ux, uy = _unlisted_peaks(data, valid, sky, noise, fwhm,
+                                 x[good], y[good], unlisted_snr)
+        n_unlisted = len(ux)
+        ignore |= _discs(data.shape, ux, uy,
+                         np.full(n_unlisted, max(2.0, 1.5 * fwhm)))
     weight[ignore | ~valid] = 0.0
     target[~valid] = 0.0
 
@@ -343,6 +384,8 @@ def build_field(image, wcs, catalog, *, ra='ra', dec='dec',
     head['SPOTMIN'] = (BASE_SIGMA, 'smallest spot sigma [pix]')
     head['SPOTMAX'] = (MAX_SIGMA, 'largest spot sigma [pix]')
     head['NTARGET'] = (int(target_ok.sum()), 'catalogue stars used as targets')
+    head['UNLISTED'] = (unlisted, 'sources not in the catalogue')
+    head['NUNLIST'] = (n_unlisted, 'unlisted peaks ignored by the loss')
     for key, value in (meta or {}).items():
         head[key[:8].upper()] = value
     whead = wcs.to_header(relax=True)
