@@ -346,14 +346,14 @@ def _scaled(img):
     if not finite.any():
         return np.zeros_like(img)
     lo, hi = np.percentile(img[finite], [1.0, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
+    if hi <= lo:  # constant: mid grey
+        return np.where(finite, 0.5, 0.0)
     return np.clip((img - lo) / (hi - lo), 0, 1)
 
 
 def plot_feature_maps(maps, *, max_channels=8, sample=0, layers=None,
                       title=None, cmap='magma', panel_size=1.2,
-                      origin='lower'):
+                      origin='lower', fontsize=8):
     """
     Draw feature maps: one row per layer, its first channels across.
 
@@ -376,6 +376,8 @@ def plot_feature_maps(maps, *, max_channels=8, sample=0, layers=None,
     origin : {'lower', 'upper'}, optional
         Where row 0 of the maps goes: 'lower' for FITS images, 'upper'
         for pictures (JPEG cutouts).
+    fontsize : float, optional
+        Size of the labels (points).
 
     Returns
     -------
@@ -389,26 +391,28 @@ def plot_feature_maps(maps, *, max_channels=8, sample=0, layers=None,
         raise ValueError(msg)
     k = max(1, int(max_channels))
     ncol = min(k, max(v.shape[1] if v.ndim >= 2 else 1 for _, v in items))
-    fig = Figure(figsize=(panel_size * ncol + 1.6,
-                          panel_size * len(items) + (0.5 if title else 0.1)))
-    grid = fig.add_gridspec(len(items), ncol, left=1.5 / (panel_size * ncol + 1.6),
-                            right=0.99, top=1 - (0.5 if title else 0.1)
-                            / (panel_size * len(items) + 0.6),
-                            bottom=0.01, wspace=0.05, hspace=0.08)
+    left, top = 1.6, (0.7 if title else 0.1)  # inches for labels, title
+    width = panel_size * ncol + left + 0.1
+    height = panel_size * len(items) + top + 0.1
+    fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(len(items), ncol, left=left / width,
+                            right=1 - 0.1 / width, top=1 - top / height,
+                            bottom=0.1 / height, wspace=0.05, hspace=0.08)
     for r, (label, arr) in enumerate(items):
         a = arr[sample] if arr.ndim >= 2 else arr
-        if a.ndim == 1:  # dense features: one strip
+        if a.size <= 8 or a.ndim == 1:  # features or scalars: one strip
+            a = a.reshape(-1)
             ax = fig.add_subplot(grid[r, :])
-            ax.imshow(_scaled(a)[None], cmap=cmap, aspect='auto',
+            ax.imshow(_scaled(a)[None], cmap=cmap, aspect='auto', vmin=0, vmax=1,
                       interpolation='nearest')
             ax.set_xticks([])
             ax.set_yticks([])
             if a.size <= 8:
                 for j, v in enumerate(a):
                     ax.text(j, 0, f'{v:.3g}', ha='center', va='center',
-                            color='cyan', fontsize=7)
+                            color='cyan', fontsize=fontsize)
             ax.set_ylabel(f'{label}\n({a.size})', rotation=0, ha='right',
-                          va='center', fontsize=7)
+                          va='center', fontsize=fontsize)
             continue
         for c in range(ncol):
             ax = fig.add_subplot(grid[r, c])
@@ -417,14 +421,17 @@ def plot_feature_maps(maps, *, max_channels=8, sample=0, layers=None,
             for s in ax.spines.values():
                 s.set_visible(False)
             if c < a.shape[0]:
-                ax.imshow(_scaled(a[c]), cmap=cmap, origin=origin,
+                ax.imshow(_scaled(a[c]), cmap=cmap, origin=origin, vmin=0, vmax=1,
                           interpolation='nearest')
             if c == 0:
                 ax.set_ylabel(f'{label}\n({a.shape[0]}x{a.shape[1]}x'
                               f'{a.shape[2]})', rotation=0, ha='right',
-                              va='center', fontsize=7)
+                              va='center', fontsize=fontsize)
     if title:
-        fig.suptitle(title, fontsize=9)
+        import textwrap
+        width = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize + 2)))
+        fig.suptitle('\n'.join(textwrap.wrap(title, width)),
+                     fontsize=fontsize + 1)
     return fig
 
 

@@ -44,8 +44,9 @@ from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.training.targets import heatmap_from_catalog
 
-__all__ = ['CATALOGS', 'spot_sigma', 'build_field', 'read_field',
-           'build_from_files', 'random_positions', 'build_survey_set']
+__all__ = ['CATALOGS', 'FetchError', 'spot_sigma', 'build_field',
+           'read_field', 'build_from_files', 'random_positions',
+           'skyview_image', 'vizier_catalog', 'build_survey_set']
 
 #: VizieR catalogues known to the online builder: table, RA/Dec and
 #: magnitude columns.
