@@ -50,6 +50,22 @@ def test_spot_sigma_grows_with_brightness():
     assert s[-1] == pytest.approx(4.0)  # capped
 
 
+def test_heatmap_from_catalog_per_source_sigma():
+    from cnnfind.training.targets import heatmap_from_catalog
+    xy = np.array([[10.0, 10.0], [30.3, 12.6], [60.0, 5.0]])  # last: outside
+    t0, w0 = heatmap_from_catalog((24, 48), xy)
+    t, w = heatmap_from_catalog((24, 48), xy, sigma=[0.8, 3.0, 9.0])
+    assert t[10, 10] == t[13, 30] == 1.0
+    assert t[10, 13] == pytest.approx(np.exp(-0.5 * 9 / 0.64), abs=1e-6)
+    # The wide spot reaches beyond the default 2-pixel window.
+    assert t[13, 36] == pytest.approx(np.exp(-0.5 * (5.7**2 + 0.4**2) / 9),
+                                      abs=1e-6)
+    assert t0[13, 36] == 0.0 and t[:, 45:].max() == 0.0
+    assert np.allclose(w, 1.0 + 20.0 * t)
+    ts, _ = heatmap_from_catalog((24, 48), xy, sigma=3.0)  # one for all
+    assert ts[10, 13] == pytest.approx(np.exp(-0.5), abs=1e-6)
+
+
 def test_build_field_hdus_and_sized_spots():
     sim, wcs, cat = _sim_field(1)
     hdul = build_field(sim['image'], wcs, cat, mag='mag', fwhm=3.0)
