@@ -361,26 +361,35 @@ class _Printer:
 
     def __init__(self, total, progress, desc):
         self.bar = None
-        if progress:
+        self.tqdm = None
+        if not progress:
+            return
+        try:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit='file',
-                            file=sys.stderr, dynamic_ncols=True)
+        except ImportError:  # tqdm is optional: astropy's plain bar
+            from astropy.utils.console import ProgressBar
+            self.bar = ProgressBar(total, file=sys.stderr)
+            return
+        self.tqdm = tqdm
+        self.bar = tqdm(total=total, desc=desc, unit='file', file=sys.stderr,
+                        dynamic_ncols=True)
 
     def write(self, text, err=False):
         stream = sys.stderr if err else sys.stdout
-        if self.bar is not None:
-            from tqdm.auto import tqdm
-            tqdm.write(text, file=stream)
+        if self.tqdm is not None:
+            self.tqdm.write(text, file=stream)
         else:
             print(text, file=stream)
 
     def step(self):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update()
 
     def close(self):
-        if self.bar is not None:
+        if self.tqdm is not None:
             self.bar.close()
+        elif self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 def _describe(result, noun):
@@ -461,6 +470,7 @@ def run_batch(task, items, labels=None, *, jobs=1, scheduler=None,
                 printer.write(f'{prefix}: FAILED: {value}', err=True)
             printer.step()
     finally:
+        stream.close()  # stops the pool or cancels the Dask futures early
         printer.close()
         if own_client:
             client.close()
