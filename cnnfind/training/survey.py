@@ -497,34 +497,14 @@ def build_from_files(image_path, catalog_paths, out_path, *, hdu=None,
 def _starfinder_input(data, valid, sky, noise, fwhm, *, asinh_scale,
                       n_channels, out=None):
     """
-    NETWORK INPUT CONTRACT -- the one place where fine-tuning
+    The star-finder's input ``(n_channels, ny, nx)`` for fine-tuning
     (`cnnfind.training.finetune`) and the activation maps
-    (`cnnfind.training.activations`) build the star-finder's input
-    ``(n_channels, ny, nx)``.
-
-    It uses ``cnnfind.training.data._network_input`` (the function the
-    star-finder training uses) when that exists; otherwise the version 1
-    contract of ``make_patch``: ``normalize_image`` and the validity
-    channel.
+    (`cnnfind.training.activations`): the same function that
+    `~cnnfind.CNNStarFinder` and the star-finder training use.
     """
-    try:
-        from cnnfind.training.data import _network_input
-    except ImportError:
-        _network_input = None
-    if _network_input is not None:
-        return _network_input(data, valid, sky, noise, asinh_scale, fwhm,
-                              n_channels, out=out)
-    from cnnfind.training.data import normalize_image
-    if n_channels != 2:
-        msg = (f'this cnnfind builds 2-channel star-finder inputs, the '
-               f'model wants {n_channels}')
-        raise ValueError(msg)
-    ny, nx = data.shape
-    if out is None:
-        out = np.zeros((2, ny, nx), np.float32)
-    out[0, :ny, :nx] = normalize_image(data, valid, sky, noise, asinh_scale)
-    out[1, :ny, :nx] = valid
-    return out
+    from cnnfind.detection._input import _network_input
+    return _network_input(data, valid, sky, noise, asinh_scale, fwhm,
+                          n_channels, out=out)
 
 
 # -- online ----------------------------------------------------------------
