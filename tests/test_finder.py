@@ -170,6 +170,22 @@ class TestUnitsAndContainers:
         with pytest.warns(NoDetectionsWarning):
             assert CNNStarFinder(5.0 * u.adu, 3.0)(ccd) is None
 
+    def test_ccddata_with_wcs_gets_sky_centroid(self):
+        from astropy.coordinates import SkyCoord
+        from astropy.wcs import WCS
+        w = WCS(naxis=2)
+        w.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+        w.wcs.crval = [150.0, 2.0]
+        w.wcs.crpix = [24.0, 24.0]
+        w.wcs.cdelt = [-1e-4, 1e-4]
+        img = single_star()
+        tbl = CNNStarFinder(5.0 * u.adu, 3.0)(CCDData(img, unit='adu', wcs=w))
+        assert isinstance(tbl['sky_centroid'], SkyCoord)
+        expect = w.pixel_to_world(tbl['x_centroid'][0], tbl['y_centroid'][0])
+        assert tbl['sky_centroid'][0].separation(expect).arcsec < 1e-6
+        # Without a WCS the table is DAOStarFinder's (plus probability).
+        assert 'sky_centroid' not in CNNStarFinder(5.0, 3.0)(img).colnames
+
     def test_masked_array(self):
         img = np.ma.MaskedArray(single_star(), mask=False)
         img.mask[20:28, 20:28] = True

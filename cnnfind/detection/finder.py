@@ -6,6 +6,7 @@ fully convolutional centre-heatmap network.
 import warnings
 
 import astropy.units as u
+from astropy.coordinates import SkyCoord
 import numpy as np
 from astropy.nddata import NDData
 from astropy.utils.decorators import deprecated_renamed_argument
@@ -55,6 +56,19 @@ def _sigmoid(x):
     """Logistic function (float32 in, float32 out)."""
     with np.errstate(over='ignore'):
         return 1.0 / (1.0 + np.exp(-x))
+
+
+def _with_sky_centroid(table, wcs):
+    """Add a ``sky_centroid`` column (as photutils' SourceCatalog) when
+    the data came with a celestial WCS."""
+    if wcs is None:
+        return table
+    x = np.asarray(table['x_centroid'], float)
+    y = np.asarray(table['y_centroid'], float)
+    sky = wcs.pixel_to_world(x, y)
+    if isinstance(sky, SkyCoord):
+        table['sky_centroid'] = sky
+    return table
 
 
 def _input_channels(session):
@@ -436,7 +450,11 @@ class CNNStarFinder(StarFinderBase):
             The DAOStarFinder columns (``id, x_centroid, y_centroid,
             sharpness, roundness1, roundness2, n_pixels, peak, flux,
             mag, daofind_mag``) plus ``probability``, the calibrated
-            probability that the source is a star. `None` (with a
+            probability that the source is a star, and, when ``data``
+            is an `~astropy.nddata.NDData` (e.g. `~astropy.nddata.CCDData`)
+            with a celestial WCS, ``sky_centroid`` (a
+            `~astropy.coordinates.SkyCoord`, as in photutils'
+            ``SourceCatalog``). `None` (with a
             `~photutils.utils.exceptions.NoDetectionsWarning`) if no
             star is found.
 
@@ -446,6 +464,7 @@ class CNNStarFinder(StarFinderBase):
             For non-2D data, a mask of the wrong shape, an image with no
             valid pixel or of zero noise, or mismatched units.
         """
+        wcs = data.wcs if isinstance(data, NDData) else None
         data, valid, unit, sky, noise = self._prepare(data, mask)
         threshold = _strip_unit(self.threshold, unit, 'threshold')
         peak_max = _strip_unit(self.peak_max, unit, 'peak_max')
@@ -549,7 +568,7 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
         if self.n_brightest is not None:
             cat = cat.select(np.argsort(-cat.flux_value)[:self.n_brightest])
-        return cat.to_table()
+        return _with_sky_centroid(cat.to_table(), wcs)
 
     @staticmethod
     def _subpixel(heat, px, py):
