@@ -207,7 +207,35 @@ def _as_2d(array, path, ext):
     return array
 
 
-def read_image(path, ext=None, mask_ext=None):
+def _open_fits(path, what='FITS file'):
+    from astropy.io import fits
+
+    if not os.path.exists(path):
+        raise CLIError(f'{path}: no such file')
+    if os.path.isdir(path):
+        raise CLIError(f'{path}: is a directory, not a {what}')
+    try:
+        return fits.open(path, memmap=False)
+    except Exception as exc:  # OSError, TypeError, ... from a non-FITS file
+        raise CLIError(f'{path}: cannot be read as FITS ({exc})') from None
+
+
+def _user_mask(hdul, mask_ext, source, path, shape):
+    """The non-zero pixels of a mask HDU, checked against the image."""
+    import numpy as np
+
+    mhdu = _select_hdu(hdul, mask_ext, source, what='mask')
+    user_mask = _as_2d(mhdu.data, source,
+                       mask_ext if mask_ext is not None else mhdu.name)
+    if user_mask.shape != shape:
+        where = (f'mask extension {mask_ext!r}' if source == path
+                 else f'mask {source}')
+        raise CLIError(f'{path}: {where} has shape {user_mask.shape} but the '
+                       f'image has shape {shape}')
+    return np.asarray(user_mask) != 0
+
+
+def read_image(path, ext=None, mask_ext=None, mask_file=None):
     """
     Read a 2-D image (and optionally a mask) from a FITS file.
 
@@ -218,7 +246,11 @@ def read_image(path, ext=None, mask_ext=None):
     ext : int, str, tuple or `None`
         HDU holding the image; `None` takes the first HDU with 2-D data.
     mask_ext : int, str, tuple or `None`
-        HDU holding a bad-pixel mask (non-zero pixels are masked).
+        HDU holding a bad-pixel mask (non-zero pixels are masked): in
+        ``path``, or in ``mask_file`` when that is given.
+    mask_file : str or `None`
+        FITS file holding the mask (its first HDU with 2-D data unless
+        ``mask_ext`` names one).
 
     Returns
     -------
@@ -233,16 +265,8 @@ def read_image(path, ext=None, mask_ext=None):
         A short description of the HDU that was read.
     """
     import numpy as np
-    from astropy.io import fits
 
-    if not os.path.exists(path):
-        raise CLIError(f'{path}: no such file')
-    if os.path.isdir(path):
-        raise CLIError(f'{path}: is a directory, not a FITS file')
-    try:
-        hdul = fits.open(path, memmap=False)
-    except Exception as exc:  # OSError, TypeError, ... from a non-FITS file
-        raise CLIError(f'{path}: cannot be read as FITS ({exc})') from None
+    hdul = _open_fits(path)
     try:
         try:
             hdu = _select_hdu(hdul, ext, path)
@@ -256,16 +280,16 @@ def read_image(path, ext=None, mask_ext=None):
         label = hdu.name or str(hdul.index_of(hdu))
 
         mask = ~np.isfinite(data)
-        if mask_ext is not None:
-            mhdu = _select_hdu(hdul, mask_ext, path, what='mask')
-            user_mask = _as_2d(mhdu.data, path, mask_ext)
-            if user_mask.shape != data.shape:
-                raise CLIError(f'{path}: mask extension {mask_ext!r} has shape '
-                               f'{user_mask.shape} but the image has shape '
-                               f'{data.shape}')
-            mask |= np.asarray(user_mask) != 0
+        if mask_ext is not None and mask_file is None:
+            mask |= _user_mask(hdul, mask_ext, path, path, data.shape)
     finally:
         hdul.close()
+    if mask_file is not None:
+        mhdul = _open_fits(mask_file, what='FITS mask')
+        try:
+            mask |= _user_mask(mhdul, mask_ext, mask_file, path, data.shape)
+        finally:
+            mhdul.close()
 
     if mask.all():
         raise CLIError(f'{path}: every pixel is masked or non-finite')
@@ -445,7 +469,8 @@ def write_ds9_regions(table, path, radius, color='green'):
     return path
 
 
-def process_image(path, outdir, stem, *, ext=None, mask_ext=None, fwhm=3.0,
+def process_image(path, outdir, stem, *, ext=None, mask_ext=None,
+                  mask_file=None, fwhm=3.0,
                   threshold_sigma=5.0, min_probability=None, model=None,
                   device='auto', progress=False, regions=False, png=False,
                   title=None, n_threads=None):
@@ -458,7 +483,8 @@ def process_image(path, outdir, stem, *, ext=None, mask_ext=None, fwhm=3.0,
     written : list of str
         The files written.
     """
-    data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext)
+    data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext,
+                                           mask_file=mask_file)
     table, info = detect(data, mask, fwhm=fwhm, threshold_sigma=threshold_sigma,
                          min_probability=min_probability, model=model,
                          device=device, progress=progress,
@@ -514,21 +540,26 @@ def _read_table(path, what):
                        f'({type(exc).__name__}: {exc})') from None
 
 
-def _table_for(source, stem):
+def _table_for(source, stem, suffix='.ecsv'):
     """
-    The positions table of one image: ``source`` itself when it is a file,
-    ``source/<stem>.ecsv`` when it is a directory (e.g. the output
+    The file of one image: ``source`` itself when it is a file,
+    ``source/<stem><suffix>`` when it is a directory (e.g. the output
     directory of ``cnnfind find``), or `None`.
     """
     if source is None:
         return None
     if os.path.isdir(source):
-        return os.path.join(source, f'{stem}.ecsv')
+        return os.path.join(source, f'{stem}{suffix}')
     return source
 
 
+def _mask_for(args, stem):
+    """The ``--mask-file`` of one image (absolute for a Dask run)."""
+    return _absolute(_table_for(args.mask_file, stem, '.fits'), args)
+
+
 def _check_table_source(source, option):
-    """Message for a ``--positions``/``--candidates`` that cannot work."""
+    """Message for a ``--positions``/``--mask-file``... that cannot work."""
     if source is not None and not os.path.exists(source):
         return f'{option} {source}: no such file or directory'
     return None
@@ -562,7 +593,8 @@ def run_files(args, command, task, items, labels, *, what='images',
     """
     jobs = getattr(args, 'jobs', 1) or 1
     scheduler = getattr(args, 'scheduler', None)
-    msg = check_batch_options(jobs, scheduler)
+    msg = (_check_table_source(getattr(args, 'mask_file', None), '--mask-file')
+           or check_batch_options(jobs, scheduler))
     if msg:
         return _usage_error(command, msg), []
     tool = None
@@ -649,9 +681,10 @@ def _find_setup(**options):
 
 
 def _find_file(tool, item):
-    path, outdir, stem = item
+    path, outdir, stem, mask_file = item
     n, written = process_image(
         path, outdir, stem, ext=tool.ext, mask_ext=tool.mask_ext,
+        mask_file=mask_file,
         fwhm=tool.fwhm, threshold_sigma=tool.threshold_sigma,
         min_probability=tool.min_probability, model=tool.model,
         device=tool.device, progress=tool.progress, regions=tool.regions,
@@ -678,7 +711,7 @@ def _cmd_find(args):
         device=args.device, progress=_inner_progress(args, len(images)),
         regions=args.regions, png=args.png,
         n_threads=worker_threads(args.jobs, args.scheduler, args.threads)))
-    items = [(_absolute(p, args), outdir, stem)
+    items = [(_absolute(p, args), outdir, stem, _mask_for(args, stem))
              for p, stem in zip(images, _unique_stems(images))]
     return run_files(args, 'find', task, items, images)[0]
 
@@ -687,8 +720,8 @@ def _cmd_find(args):
 # cnnfind denoise
 # ---------------------------------------------------------------------------
 
-def denoise_file(path, out_path, *, ext=None, mask_ext=None, model=None,
-                 device='auto', saturation='auto', fill=False,
+def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
+                 model=None, device='auto', saturation='auto', fill=False,
                  progress=False, residual=False, denoiser=None):
     """
     Denoise one FITS image and write it (header kept, with HISTORY).
@@ -703,7 +736,8 @@ def denoise_file(path, out_path, *, ext=None, mask_ext=None, model=None,
     import numpy as np
     from astropy.io import fits
 
-    data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext)
+    data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext,
+                                           mask_file=mask_file)
     den = denoiser
     if den is None:
         from cnnfind.denoise import N2VDenoiser
@@ -747,9 +781,10 @@ def _denoise_setup(*, model, device, saturation, n_threads, **options):
 
 
 def _denoise_file(tool, item):
-    path, out_path = item
+    path, out_path, mask_file = item
     written = denoise_file(path, out_path, ext=tool.ext,
-                           mask_ext=tool.mask_ext, fill=tool.fill,
+                           mask_ext=tool.mask_ext, mask_file=mask_file,
+                           fill=tool.fill,
                            progress=tool.progress, residual=tool.residual,
                            denoiser=tool.denoiser)
     return FileResult(written=written)
@@ -779,7 +814,8 @@ def _cmd_denoise(args):
                     progress=_inner_progress(args, len(images)),
                     residual=args.residual))
     items = [(_absolute(p, args), output if single_file else
-              os.path.join(output, f'{stem}_denoised.fits'))
+              os.path.join(output, f'{stem}_denoised.fits'),
+              _mask_for(args, stem))
              for p, stem in zip(images, _unique_stems(images))]
     return run_files(args, 'denoise', task, items, images)[0]
 
@@ -850,9 +886,10 @@ def write_epsf(data, mask, table, path, *, size, oversampling=4, maxiters=10):
 
 
 def _psf_file(tool, item):
-    path, outdir, stem, candidates = item
+    path, outdir, stem, candidates, mask_file = item
     data, mask, header, label = read_image(path, ext=tool.ext,
-                                           mask_ext=tool.mask_ext)
+                                           mask_ext=tool.mask_ext,
+                                           mask_file=mask_file)
     cands = None if candidates is None else _read_table(candidates,
                                                        'candidates')
     sel = tool.selector
@@ -926,7 +963,8 @@ def _cmd_psfstars(args):
         oversampling=args.oversampling, epsf_maxiters=args.epsf_maxiters))
     stems = _unique_stems(images)
     items = [(_absolute(p, args), outdir, stem,
-              _absolute(_table_for(args.candidates, stem), args))
+              _absolute(_table_for(args.candidates, stem), args),
+              _mask_for(args, stem))
              for p, stem in zip(images, stems)]
     return run_files(args, 'psfstars', task, items, images)[0]
 
@@ -993,7 +1031,7 @@ def _morph_setup(*, classifier, **options):
 
 
 def _morph_file(tool, item):
-    kind, path, positions = item
+    kind, path, positions, mask_file = item
     clf = tool.classifier
     if kind == 'cutout':
         arr = read_cutout(path, ext=tool.ext)
@@ -1005,7 +1043,8 @@ def _morph_file(tool, item):
         return FileResult(count=1, payload=table,
                           note=f'{table["label"][0]}')
     data, mask, header, _ = read_image(path, ext=tool.ext,
-                                       mask_ext=tool.mask_ext)
+                                       mask_ext=tool.mask_ext,
+                                       mask_file=mask_file)
     pos = None if positions is None else _read_table(positions, 'positions')
     try:
         table = clf(data, mask=mask, positions=pos)
@@ -1073,8 +1112,10 @@ def _cmd_morph(args):
     if args.positions is not None and not field_mode:
         return _usage_error('morph', '--positions applies to FITS fields, '
                                      'not to cutouts')
-    if args.mask_ext is not None and not field_mode:
-        return _usage_error('morph', '--mask-ext applies to FITS fields')
+    if (args.mask_ext is not None or args.mask_file is not None) \
+            and not field_mode:
+        return _usage_error('morph', '--mask-ext and --mask-file apply to '
+                                     'FITS fields')
     classifier = dict(model=_absolute(args.model, args), device=args.device,
                       stretch=args.stretch,
                       max_masked_fraction=args.max_masked_fraction,
@@ -1090,7 +1131,8 @@ def _cmd_morph(args):
     stems = _unique_stems(files)
     items = [('field' if field_mode else 'cutout', _absolute(f, args),
               _absolute(_table_for(args.positions, stem), args) if field_mode
-              else None) for f, stem in zip(files, stems)]
+              else None, _mask_for(args, stem) if field_mode else None)
+             for f, stem in zip(files, stems)]
     status, outcomes = run_files(args, 'morph', task, items, files,
                                  what='fields' if field_mode else 'cutouts')
     if not outcomes or not any(o.ok for o in outcomes):
@@ -1198,8 +1240,13 @@ def add_fits_options(p, mask=True):
                         '(default: first HDU with 2-D data)')
     if mask:
         p.add_argument('--mask-ext', metavar='N|NAME',
-                       help='HDU with a bad-pixel mask (non-zero = bad); '
-                            'non-finite image pixels are always masked')
+                       help='HDU with a bad-pixel mask (non-zero = bad), in '
+                            'the image file or in --mask-file; non-finite '
+                            'image pixels are always masked')
+        p.add_argument('--mask-file', metavar='FITS|DIR',
+                       help='FITS file with a bad-pixel mask (its first 2-D '
+                            'HDU unless --mask-ext), for every image; or a '
+                            'directory with <stem>.fits per image')
 
 
 def add_device_option(p):

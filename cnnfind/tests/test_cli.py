@@ -247,6 +247,50 @@ def test_find_outputs(mef, tmp_path, fake_finder, capsys):
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_mask_file(tmp_path, fake_finder, m13_data, capsys):
+    data, header = m13_data
+    fits.writeto(tmp_path / 'img.fits', data, header)
+    mask = np.zeros(data.shape, np.uint8)
+    mask[:60, :60] = 1
+    fits.writeto(tmp_path / 'bpm.fits', mask)
+    # a mask file for every image
+    assert cli.main(['find', str(tmp_path / 'img.fits'), '-o',
+                     str(tmp_path / 'a'), '--mask-file',
+                     str(tmp_path / 'bpm.fits')]) == 0
+    tbl = QTable.read(tmp_path / 'a' / 'img.ecsv')
+    assert len(tbl) > 10
+    assert not np.any((tbl['x_centroid'] < 55) & (tbl['y_centroid'] < 55))
+    # a directory of <stem>.fits masks, the mask in a named extension
+    masks = tmp_path / 'masks'
+    masks.mkdir()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(mask, name='BPM')]).writeto(
+        masks / 'img.fits')
+    image, got, _, _ = cli.read_image(str(tmp_path / 'img.fits'),
+                                      mask_ext='BPM',
+                                      mask_file=str(masks / 'img.fits'))
+    assert got is not None and got.sum() == mask.sum()
+    assert cli.main(['denoise', str(tmp_path / 'img.fits'), '-o',
+                     str(tmp_path / 'den'), '--mask-file', str(masks),
+                     '--mask-ext', 'BPM', '--device', 'cpu']) == 0
+    den = fits.getdata(tmp_path / 'den' / 'img_denoised.fits')
+    assert np.isnan(den[:60, :60]).all() and np.isfinite(den[60:, 60:]).all()
+    # wrong shape, missing mask of one image, missing option target
+    fits.writeto(tmp_path / 'small.fits', np.zeros((10, 10)))
+    assert cli.main(['find', str(tmp_path / 'img.fits'), '-o',
+                     str(tmp_path / 'b'), '--mask-file',
+                     str(tmp_path / 'small.fits')]) == 1
+    assert f'mask {tmp_path / "small.fits"} has shape (10, 10)' in \
+        capsys.readouterr().err
+    fits.writeto(tmp_path / 'other.fits', data, header)
+    assert cli.main(['find', str(tmp_path / 'other.fits'), '-o',
+                     str(tmp_path / 'b'), '--mask-file', str(masks)]) == 1
+    assert 'masks/other.fits: no such file' in capsys.readouterr().err
+    assert cli.main(['find', str(tmp_path / 'img.fits'), '-o',
+                     str(tmp_path / 'b'), '--mask-file',
+                     str(tmp_path / 'nothing.fits')]) == 2
+    assert '--mask-file' in capsys.readouterr().err
+
+
 def test_find_no_detections_writes_empty_table(tmp_path, fake_finder, capsys):
     rng = np.random.default_rng(0)
     path = tmp_path / 'noise.fits'
