@@ -80,6 +80,9 @@ from cnnfind._batch import (
 
 __all__ = ['main']
 
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
 #: Where astropy keeps the SkyView M13 frame used by ``cnnfind demo``.
 M13_PACKAGE = 'astropy.io.fits.hdu.compressed.tests'
 M13_NAME = 'data/m13.fits'
@@ -1525,7 +1528,8 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 1 when an image failed, 2 for a usage error.
+        0 on success, 1 when an image failed, 2 for a usage error, 130
+        when interrupted (Ctrl-C).
     """
     parser = build_parser()
     try:
@@ -1535,7 +1539,11 @@ def main(argv=None):
     if getattr(args, 'func', None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f'cnnfind {args.command}: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == '__main__':  # pragma: no cover

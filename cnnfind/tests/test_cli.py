@@ -137,6 +137,15 @@ def test_bad_usage(tmp_path, capsys):
     assert 'missing.onnx: no such file' in capsys.readouterr().err
 
 
+def test_interrupt_exit_status(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, '_cmd_find', interrupted)
+    assert cli.main(['find', 'x.fits', '-o', 'out']) == 130
+    assert 'cnnfind find: interrupted' in capsys.readouterr().err
+
+
 def test_module_entry_point():
     result = subprocess.run([sys.executable, '-m', 'cnnfind', '--help'],
                             capture_output=True, text=True, check=False)
