@@ -913,12 +913,12 @@ def _psf_file(tool, item):
         'image': os.path.abspath(path),
         'extension': label,
         'candidates': candidates or 'CNNStarFinder',
-        'fwhm': float(sel.fwhm_used_) if sel.fwhm_used_ else None,
+        # the selector's own record first: a Dask worker may share it
+        'fwhm': table.meta.get('fwhm', sel.fwhm_used_),
         'n_selected': n_sel,
         'model': sel.model.name,
     })
-    for key in ('fwhm', 'min_score'):
-        table.meta.setdefault(key, getattr(sel, key))
+    table.meta.setdefault('min_score', sel.min_score)
     os.makedirs(outdir, exist_ok=True)
     ecsv = os.path.join(outdir, f'{stem}.ecsv')
     table.write(ecsv, format='ascii.ecsv', overwrite=True)
