@@ -32,6 +32,15 @@ Sub-commands
     Train or reproduce a model (needs ``pip install cnnfind[train]``); the
     arguments are passed on to ``python -m cnnfind.training.<model>``.
 
+``cnnfind view IMAGE [options]``
+    A local, loopback-only web page with the image, the star finder's
+    heatmap, its candidates and a live ``min_probability`` slider
+    (`cnnfind.viewer`).
+
+``cnnfind activations MODEL IMAGE -o FIGURE``
+    Feature maps of every layer of a network for an input
+    (`cnnfind.training.activations`; needs ``cnnfind[activations]``).
+
 Batches
 -------
 ``find``, ``denoise``, ``psfstars`` and ``morph`` share one batch runner
@@ -1490,8 +1499,21 @@ def _add_train(sub):
 #: The sub-commands, in the order of ``cnnfind --help``: functions
 #: ``add(subparsers)``, or ``'module:function'`` names of such functions in
 #: other modules (imported when the parser is built).
+def _add_activations(sub):
+    from cnnfind.training import activations
+    p = sub.add_parser(
+        'activations', help='plot the feature maps of every layer of a '
+                            'network for an input image',
+        description='Feature maps of each layer of one of the four networks '
+                    '(or your own ONNX file) for an input image, as a figure '
+                    '(needs onnx and matplotlib: pip install '
+                    '"cnnfind[activations]").')
+    activations.add_arguments(p)
+    p.set_defaults(func=activations.run)
+
+
 SUBCOMMANDS = [_add_demo, _add_find, _add_denoise, _add_psfstars, _add_morph,
-               _add_train]
+               _add_train, 'cnnfind.viewer._cli:add_parser', _add_activations]
 
 
 def _resolve(entry):
