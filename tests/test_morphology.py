@@ -14,7 +14,14 @@ from astropy.table import QTable, Table
 from cnnfind import GalaxyMorphClassifier
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.morphology._prepare import display_stretch, prepare_cutouts
-from cnnfind.morphology._stamps import cut_stamp, petrosian_r90
+from cnnfind.morphology._prepare import _stretch_linear
+from cnnfind.morphology._stamps import (
+    cut_stamp,
+    display_grey,
+    framed_side,
+    petrosian_r90,
+    segment_display,
+)
 from cnnfind.runtime.registry import ModelError
 from cnnfind.training.data import default_data_dir
 
@@ -252,6 +259,74 @@ def test_petrosian_r90_of_exponential_disc():
     assert 36 < r90 < 40
     # Empty sky gives the default.
     assert petrosian_r90(np.zeros((50, 50)), 25, 25) == 2.0
+
+
+def _crowded_grey(with_stars, seed=3):
+    """
+    Display grey image of an exponential galaxy (R90 ~ 30 px on the
+    display), optionally with 40 bright stars at 40-220 px from it.
+    """
+    rng = np.random.default_rng(seed)
+    shape, c = (501, 501), 250.0
+    img = _blob(shape, c, c, amp=300.0, scale=7.0, q=0.8)
+    img += rng.normal(0.0, 1.0, shape)
+    if with_stars:
+        yy, xx = np.mgrid[:shape[0], :shape[1]]
+        r = rng.uniform(40, 220, 40)
+        a = rng.uniform(0, 2 * np.pi, 40)
+        for sx, sy, amp in zip(c + r * np.cos(a), c + r * np.sin(a),
+                               rng.uniform(500, 5000, 40), strict=True):
+            img += amp * np.exp(-((xx - sx)**2 + (yy - sy)**2) / 6.48)
+    return display_grey(_stretch_linear(img[..., None])), c
+
+
+def test_neighbour_masked_r90_on_crowded_field():
+    iso, c = _crowded_grey(False)
+    crowded, _ = _crowded_grey(True)
+    r_iso = petrosian_r90(iso, c, c)
+    # Without segments the stars in the annuli inflate the radius...
+    assert petrosian_r90(crowded, c, c) > 1.5 * r_iso
+    assert framed_side(crowded, c, c, 1.0) == petrosian_r90(crowded, c, c)
+    # ... with them field-mode framing stays close to the isolated value,
+    seg = segment_display(crowded)
+    side = framed_side(crowded, c, c, 1.0, segments=seg)
+    assert abs(side / r_iso - 1) < 0.2
+    # and an isolated galaxy keeps its plain (calibrated) radius.
+    assert framed_side(iso, c, c, 1.0, segments=segment_display(iso)) == r_iso
+
+
+def test_segment_display_on_constant_image():
+    assert segment_display(np.zeros((40, 40))) is None
+    grey, c = _crowded_grey(False)
+    seg = segment_display(grey)
+    own = seg.own_label(c, c)
+    assert own > 0 and seg.own_label(5, 5) == 0
+    assert 20 < seg.extent(own, c, c) < 100
+
+
+def test_field_mode_crowded_stamp_size(clf):
+    # Field mode frames the galaxy of the crowded field like the
+    # isolated one (the stamp side is STAMP_SCALE x R90).
+    sizes = []
+    for stars in (False, True):
+        grey, c = _crowded_grey(stars)
+        tbl = clf(grey.astype(np.float32), positions=[[c, c]])
+        sizes.append(tbl['stamp_size'][0].value)
+    assert abs(sizes[1] / sizes[0] - 1) < 0.2
+
+
+def test_cutout_mode_does_not_frame(clf, monkeypatch):
+    # Cutouts are used as given: no radius or segmentation is measured.
+    import cnnfind.morphology.classifier as mod
+
+    def boom(*args, **kwargs):
+        raise AssertionError('framing called in cutout mode')
+
+    monkeypatch.setattr(mod, 'framed_side', boom)
+    monkeypatch.setattr(mod, 'segment_display', boom)
+    rng = np.random.default_rng(0)
+    tbl = clf(rng.normal(0, 10, (2, 64, 64)) + _blob((64, 64), 31.5, 31.5))
+    assert len(tbl) == 2
 
 
 def test_cut_stamp_pads_with_nan():

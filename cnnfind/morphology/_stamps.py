@@ -6,9 +6,18 @@ Galaxy Zoo cutouts are scaled to each galaxy's Petrosian radius, so a
 field stamp is framed the same way: its side is a fixed multiple of
 the source's Petrosian 90 % radius, measured on the display-scaled
 image (the same look the network was trained on).
+
+On crowded fields the azimuthal mean profile of a source picks up the
+light of its neighbours, which can inflate the Petrosian radius many
+times over. `segment_display` labels the sources of the field once, so
+that `framed_side` can measure the profile again with the other
+sources' pixels left out and use it when it is clearly smaller.
 """
 
 import numpy as np
+from scipy import ndimage
+
+from cnnfind.runtime.normalize import robust_sky_noise
 
 __all__ = []
 
@@ -16,6 +25,19 @@ __all__ = []
 _ETA = 0.2
 #: Smallest stamp side (pixels) of a field source.
 MIN_SIDE = 16.0
+#: The neighbour-masked radius replaces the plain one only when it is
+#: smaller than this fraction of it: on sources without close
+#: neighbours the plain radius (the Galaxy Zoo calibration) is kept.
+ROBUST_MARGIN = 0.8
+#: Detection threshold (noise units of the smoothed display image),
+#: smoothing (Gaussian sigma, pixels) and growth of the neighbour masks
+#: (pixels) of `segment_display`.
+_SEG_NSIGMA = 3.0
+_SEG_SMOOTH = 1.5
+_SEG_GROW = 2
+#: Excess over the mirrored pixel (pixel-noise units) that marks light
+#: of a blended neighbour (see `_symmetric`).
+_SYM_NSIGMA = 3.0
 
 
 def display_grey(display):
@@ -24,17 +46,129 @@ def display_grey(display):
     return grey - np.nanmedian(grey)
 
 
-def framed_side(grey, x, y, scale, factor=1.0):
+def framed_side(grey, x, y, scale, factor=1.0, segments=None):
     """
     Stamp side that frames the source at ``(x, y)`` like a Galaxy Zoo
     cutout: ``scale`` (times ``factor``) Petrosian 90 % radii of
     ``grey`` (from `display_grey`), at least ``MIN_SIDE`` pixels.
+
+    With ``segments`` (from `segment_display`) the radius is also
+    measured with the other sources' pixels left out and within a
+    search radius set by the source's own segment; that value is used
+    when it is below ``ROBUST_MARGIN`` times the plain one (a source
+    whose profile is inflated by its neighbours). Without ``segments``
+    only the plain radius is used.
     """
-    return max(scale * petrosian_r90(grey, x, y) * factor, MIN_SIDE)
+    r90 = petrosian_r90(grey, x, y)
+    if segments is not None:
+        r90_masked = petrosian_r90(grey, x, y, segments=segments)
+        if r90_masked < ROBUST_MARGIN * r90:
+            r90 = r90_masked
+    return max(scale * r90 * factor, MIN_SIDE)
 
 
-def _profile(grey, x, y, rmax):
-    """Annulus sums and valid-pixel counts at integer radii."""
+class Segments:
+    """
+    Labelled sources of a display image (see `segment_display`).
+
+    Attributes
+    ----------
+    labels : 2D int `~numpy.ndarray`
+        0 for the sky, ``k`` for the pixels of source ``k`` (grown by a
+        few pixels).
+    slices : list of tuple of slice
+        Bounding box of each label (``slices[k - 1]``).
+    noise : float
+        Pixel noise of the display image.
+    """
+
+    def __init__(self, labels, slices, noise):
+        self.labels = labels
+        self.slices = slices
+        self.noise = noise
+
+    def own_label(self, x, y):
+        """Label of the source at ``(x, y)`` (0 if on the sky)."""
+        ny, nx = self.labels.shape
+        ix = min(max(int(np.floor(x + 0.5)), 0), nx - 1)
+        iy = min(max(int(np.floor(y + 0.5)), 0), ny - 1)
+        return int(self.labels[iy, ix])
+
+    def extent(self, label, x, y):
+        """Largest distance from ``(x, y)`` to the label's bounding box."""
+        sy, sx = self.slices[label - 1]
+        dx = max(abs(sx.start - x), abs(sx.stop - 1 - x))
+        dy = max(abs(sy.start - y), abs(sy.stop - 1 - y))
+        return float(np.hypot(dx, dy))
+
+
+def segment_display(grey):
+    """
+    Label the sources of a sky-subtracted display image.
+
+    Pixels of the Gaussian-smoothed image above ``_SEG_NSIGMA`` times
+    its noise are grouped into 8-connected sources, each grown by
+    ``_SEG_GROW`` pixels (where grown sources meet, the higher label
+    wins). Invalid (NaN) pixels are sky.
+
+    Parameters
+    ----------
+    grey : 2D `~numpy.ndarray`
+        From `display_grey`.
+
+    Returns
+    -------
+    segments : `Segments` or `None`
+        `None` when the noise cannot be measured (e.g. constant image).
+    """
+    valid = np.isfinite(grey)
+    if valid.sum() < 16:
+        return None
+    smooth = ndimage.gaussian_filter(np.where(valid, grey, 0.0)
+                                     .astype(np.float32), _SEG_SMOOTH)
+    try:
+        sky, noise = robust_sky_noise(smooth, valid)
+        pixel_noise = robust_sky_noise(grey, valid)[1]
+    except ValueError:
+        return None
+    if not (np.isfinite(noise) and noise > 0 and np.isfinite(pixel_noise)):
+        return None
+    det = valid & (smooth > sky + _SEG_NSIGMA * noise)
+    labels, n = ndimage.label(det, structure=np.ones((3, 3), bool))
+    if _SEG_GROW > 0 and n:
+        grown = ndimage.grey_dilation(labels, size=2 * _SEG_GROW + 1)
+        labels = np.where(labels > 0, labels, grown)
+    return Segments(labels, ndimage.find_objects(labels, max_label=n),
+                    float(pixel_noise))
+
+
+def _symmetric(grey, x, y, yy, xx, excess):
+    """
+    ``grey`` at pixels ``(yy, xx)``, replaced by its value at the pixel
+    mirrored through ``(x, y)`` where that is lower by more than
+    ``excess`` (and valid): light that the source has on one side only
+    (a neighbour blended into its segment) is removed, as in the SDSS
+    deblender's symmetric templates, while the noise is left alone.
+    """
+    ny, nx = grey.shape
+    my = np.rint(2 * y - yy).astype(int)
+    mx = np.rint(2 * x - xx).astype(int)
+    inside = (my >= 0) & (my < ny) & (mx >= 0) & (mx < nx)
+    mirror = np.full(yy.shape, np.nan, grey.dtype)
+    mirror[inside] = grey[my[inside], mx[inside]]
+    here = grey[yy, xx]
+    return np.where(np.isfinite(mirror) & (here - mirror > excess), mirror,
+                    here)
+
+
+def _profile(grey, x, y, rmax, segments=None):
+    """
+    Annulus sums and valid-pixel counts at integer radii; with
+    ``segments``, the pixels of sources other than the one at
+    ``(x, y)`` are left out, those of its own segment are made
+    point-symmetric about ``(x, y)`` (`_symmetric`), and the local sky
+    (mean of the pixels of no source within ``rmax``) is subtracted.
+    """
     ny, nx = grey.shape
     y0, y1 = max(int(y) - rmax, 0), min(int(y) + rmax + 2, ny)
     x0, x1 = max(int(x) - rmax, 0), min(int(x) + rmax + 2, nx)
@@ -42,13 +176,26 @@ def _profile(grey, x, y, rmax):
     yy, xx = np.mgrid[y0:y1, x0:x1]
     r = np.hypot(xx - x, yy - y)
     ok = np.isfinite(box) & (r < rmax)
+    values = box
+    if segments is not None:
+        lab = segments.labels[y0:y1, x0:x1]
+        own = segments.own_label(x, y)
+        sky = ok & (lab == 0)
+        ok &= sky | (lab == own)
+        if own:
+            sym = _symmetric(grey, x, y, yy, xx,
+                             _SYM_NSIGMA * segments.noise)
+            values = np.where(lab == own, sym, box)
+        if sky.sum() >= 16:
+            values = values - np.mean(box[sky])
     idx = r[ok].astype(int)
-    sums = np.bincount(idx, weights=box[ok], minlength=rmax)
+    sums = np.bincount(idx, weights=values[ok], minlength=rmax)
     counts = np.bincount(idx, minlength=rmax)
     return sums, counts
 
 
-def petrosian_r90(grey, x, y, *, rmax_limit=256, default=2.0):
+def petrosian_r90(grey, x, y, *, rmax_limit=256, default=2.0,
+                  segments=None):
     """
     Petrosian 90 % radius of the source at ``(x, y)``.
 
@@ -62,14 +209,25 @@ def petrosian_r90(grey, x, y, *, rmax_limit=256, default=2.0):
         Largest radius considered.
     default : float
         Radius returned when no source profile is found (empty sky).
+    segments : `Segments`, optional
+        Sources of ``grey`` (from `segment_display`): the pixels of the
+        other sources are left out of the profile, the local sky (mean
+        of the pixels of no source) is subtracted, and the search radius
+        is limited to ``4`` times the extent of the source's own
+        segment (at least 16 pixels).
 
     Returns
     -------
     r90 : float
     """
-    rmax = 16
+    if segments is not None:
+        own = segments.own_label(x, y)
+        if own:
+            cap = int(np.ceil(4 * segments.extent(own, x, y)))
+            rmax_limit = min(rmax_limit, max(cap, 16))
+    rmax = min(16, rmax_limit)
     while True:
-        sums, counts = _profile(grey, x, y, rmax)
+        sums, counts = _profile(grey, x, y, rmax, segments)
         area = np.maximum(counts, 1)
         mu = sums / area
         cum = np.cumsum(sums)

@@ -19,7 +19,12 @@ from cnnfind.morphology._prepare import (
     prepare_cutouts,
     to_network_input,
 )
-from cnnfind.morphology._stamps import cut_stamp, display_grey, framed_side
+from cnnfind.morphology._stamps import (
+    cut_stamp,
+    display_grey,
+    framed_side,
+    segment_display,
+)
 from cnnfind.runtime.normalize import check_mask_shape, robust_sky_noise
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
@@ -217,11 +222,13 @@ class GalaxyMorphClassifier:
                    f'{ny}x{nx} image, e.g. {xy[outside][0].tolist()}')
             raise ValueError(msg)
         grey = display_grey(disp)
+        segments = segment_display(grey)
         x = np.empty((len(xy), 3, self._size, self._size), np.float32)
         masked = np.empty(len(xy))
         sides = np.empty(len(xy))
         for i, (px, py) in enumerate(xy):
-            sides[i] = framed_side(grey, px, py, self._stamp_scale)
+            sides[i] = framed_side(grey, px, py, self._stamp_scale,
+                                   segments=segments)
             stamp = cut_stamp(disp, px, py, sides[i])
             x[i], masked[i] = to_network_input(stamp, crop=self._crop,
                                                size=self._size)
