@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 
 from cnnfind.exceptions import CNNFindWarning
+from cnnfind.morphology._prepare import to_network_input
 from cnnfind.morphology._stamps import (
     cut_stamp,
     display_grey,
@@ -37,7 +38,6 @@ from cnnfind.morphology._stamps import (
     petrosian_r90,
     segment_display,
 )
-from cnnfind.morphology._prepare import to_network_input
 from cnnfind.morphology.classifier import GalaxyMorphClassifier
 from cnnfind.training.morph_data import (
     _FITS_NY,
@@ -81,6 +81,13 @@ def gz1_ratio(n, seed=0):
           f'({changed.mean():.1%}); median change of those '
           f'{np.median(plain[changed] / field[changed]) if changed.any() else 1:.3f}'
           ' (new R90 / old R90)')
+    print('  other margins (masked R90 used when below margin x plain):')
+    for margin in (0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8):
+        use = plain / masked < margin  # side/R90 is inverse to R90
+        alt = np.where(use, masked, plain)
+        print(f'    margin {margin:.2f}: median side/R90 {np.median(alt):.3f} '
+              f'({np.median(alt) / np.median(plain) - 1:+.1%}), '
+              f'{use.mean():.1%} of sources changed')
 
 
 def _classify_before(clf, disp, xy):

@@ -28,16 +28,19 @@ MIN_SIDE = 16.0
 #: The neighbour-masked radius replaces the plain one only when it is
 #: smaller than this fraction of it: on sources without close
 #: neighbours the plain radius (the Galaxy Zoo calibration) is kept.
-ROBUST_MARGIN = 0.8
+ROBUST_MARGIN = 0.5
 #: Detection threshold (noise units of the smoothed display image),
-#: smoothing (Gaussian sigma, pixels) and growth of the neighbour masks
-#: (pixels) of `segment_display`.
+#: smoothing (Gaussian sigma, pixels), growth of the neighbour masks
+#: (pixels) and smallest peak of a source (noise units) of
+#: `segment_display`.
 _SEG_NSIGMA = 3.0
 _SEG_SMOOTH = 1.5
 _SEG_GROW = 2
-#: Excess over the mirrored pixel (pixel-noise units) that marks light
-#: of a blended neighbour (see `_symmetric`).
-_SYM_NSIGMA = 3.0
+_SEG_PEAK = 10.0
+#: Excess over the mirrored pixel (noise units of the smoothed image,
+#: and ratio) that marks light of a blended neighbour (`_symmetric`).
+_SYM_NSIGMA = 10.0
+_SYM_RATIO = 2.0
 
 
 def display_grey(display):
@@ -53,8 +56,9 @@ def framed_side(grey, x, y, scale, factor=1.0, segments=None):
     ``grey`` (from `display_grey`), at least ``MIN_SIDE`` pixels.
 
     With ``segments`` (from `segment_display`) the radius is also
-    measured with the other sources' pixels left out and within a
-    search radius set by the source's own segment; that value is used
+    measured with the other sources' pixels left out, blended
+    neighbours removed by symmetry, the local sky subtracted and within
+    a search radius set by the source's own segment; that value is used
     when it is below ``ROBUST_MARGIN`` times the plain one (a source
     whose profile is inflated by its neighbours). Without ``segments``
     only the plain radius is used.
@@ -78,13 +82,16 @@ class Segments:
         few pixels).
     slices : list of tuple of slice
         Bounding box of each label (``slices[k - 1]``).
+    smooth : 2D `~numpy.ndarray`
+        The smoothed display image (0 where invalid).
     noise : float
-        Pixel noise of the display image.
+        Noise of ``smooth``.
     """
 
-    def __init__(self, labels, slices, noise):
+    def __init__(self, labels, slices, smooth, noise):
         self.labels = labels
         self.slices = slices
+        self.smooth = smooth
         self.noise = noise
 
     def own_label(self, x, y):
@@ -107,9 +114,11 @@ def segment_display(grey):
     Label the sources of a sky-subtracted display image.
 
     Pixels of the Gaussian-smoothed image above ``_SEG_NSIGMA`` times
-    its noise are grouped into 8-connected sources, each grown by
-    ``_SEG_GROW`` pixels (where grown sources meet, the higher label
-    wins). Invalid (NaN) pixels are sky.
+    its noise are grouped into 8-connected sources; those whose peak
+    stays below ``_SEG_PEAK`` times the noise (faint islands, such as a
+    galaxy's own outskirts broken up at the threshold) are dropped, and
+    the others grown by ``_SEG_GROW`` pixels (where grown sources meet,
+    the higher label wins). Invalid (NaN) pixels are sky.
 
     Parameters
     ----------
@@ -128,37 +137,49 @@ def segment_display(grey):
                                      .astype(np.float32), _SEG_SMOOTH)
     try:
         sky, noise = robust_sky_noise(smooth, valid)
-        pixel_noise = robust_sky_noise(grey, valid)[1]
     except ValueError:
         return None
-    if not (np.isfinite(noise) and noise > 0 and np.isfinite(pixel_noise)):
+    if not (np.isfinite(noise) and noise > 0):
         return None
     det = valid & (smooth > sky + _SEG_NSIGMA * noise)
     labels, n = ndimage.label(det, structure=np.ones((3, 3), bool))
+    if n:
+        # Faint islands (e.g. a galaxy's own outskirts broken up at the
+        # threshold) are not neighbours: keep only sources with a peak.
+        peak = ndimage.maximum(smooth, labels, np.arange(1, n + 1))
+        keep = np.concatenate([[False],
+                               np.asarray(peak) > sky + _SEG_PEAK * noise])
+        labels, n = ndimage.label(keep[labels],
+                                  structure=np.ones((3, 3), bool))
     if _SEG_GROW > 0 and n:
         grown = ndimage.grey_dilation(labels, size=2 * _SEG_GROW + 1)
         labels = np.where(labels > 0, labels, grown)
     return Segments(labels, ndimage.find_objects(labels, max_label=n),
-                    float(pixel_noise))
+                    smooth, float(noise))
 
 
-def _symmetric(grey, x, y, yy, xx, excess):
+def _symmetric(grey, segments, x, y, yy, xx):
     """
     ``grey`` at pixels ``(yy, xx)``, replaced by its value at the pixel
-    mirrored through ``(x, y)`` where that is lower by more than
-    ``excess`` (and valid): light that the source has on one side only
-    (a neighbour blended into its segment) is removed, as in the SDSS
-    deblender's symmetric templates, while the noise is left alone.
+    mirrored through ``(x, y)`` where the smoothed image there is brighter
+    than at the mirrored pixel by more than ``_SYM_NSIGMA`` times its
+    noise and ``_SYM_RATIO`` times the mirrored value: light that the
+    source has on one side only (a neighbour blended into its segment) is
+    removed, as in the SDSS deblender's symmetric templates, while noise
+    and the source's own mild asymmetries are left alone.
     """
     ny, nx = grey.shape
     my = np.rint(2 * y - yy).astype(int)
     mx = np.rint(2 * x - xx).astype(int)
     inside = (my >= 0) & (my < ny) & (mx >= 0) & (mx < nx)
-    mirror = np.full(yy.shape, np.nan, grey.dtype)
-    mirror[inside] = grey[my[inside], mx[inside]]
-    here = grey[yy, xx]
-    return np.where(np.isfinite(mirror) & (here - mirror > excess), mirror,
-                    here)
+    my, mx = np.where(inside, my, 0), np.where(inside, mx, 0)
+    mirror = np.where(inside, grey[my, mx], np.nan)
+    s_here = segments.smooth[yy, xx]
+    s_mirror = segments.smooth[my, mx]
+    blended = (inside & np.isfinite(mirror)
+               & (s_here - s_mirror > _SYM_NSIGMA * segments.noise)
+               & (s_here > _SYM_RATIO * s_mirror))
+    return np.where(blended, mirror, grey[yy, xx])
 
 
 def _profile(grey, x, y, rmax, segments=None):
@@ -183,8 +204,7 @@ def _profile(grey, x, y, rmax, segments=None):
         sky = ok & (lab == 0)
         ok &= sky | (lab == own)
         if own:
-            sym = _symmetric(grey, x, y, yy, xx,
-                             _SYM_NSIGMA * segments.noise)
+            sym = _symmetric(grey, segments, x, y, yy, xx)
             values = np.where(lab == own, sym, box)
         if sky.sum() >= 16:
             values = values - np.mean(box[sky])
