@@ -46,6 +46,7 @@ Examples
 
     python benchmarks/bench_psfstars.py --quick
     python benchmarks/bench_psfstars.py --seeds 0 1 2 --real
+    python benchmarks/bench_psfstars.py --seeds 0 --real --diagnose
 """
 
 import os
@@ -111,7 +112,7 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def simulated(seeds, shape, n_brightest, log):
+def simulated(seeds, shape, n_brightest, log, diagnose=False):
     rows = []
     speed = []
     for seed in seeds:
@@ -153,6 +154,8 @@ def simulated(seeds, shape, n_brightest, log):
             log(f'seed {seed} {name:8s} n={q["n_selected"]:4d} purity '
                 f'{q["purity"]:.3f} completeness {q["completeness"]:.3f} '
                 f'rms {rms:.5f} time {t:.2f} s')
+        if diagnose:
+            _diagnose(f'simulated seed {seed}', tab, selector)
         speed.append(dict(seed=seed, n_candidates=n_cand, t_score=t_score,
                           t_cnn=t_cnn, t_psfex=t_psfex,
                           fwhm=selector.fwhm_used_,
@@ -205,7 +208,7 @@ def _read(path):
         return hdu.data.astype(np.float32)
 
 
-def real(log):
+def real(log, diagnose=False):
     if not DATA.is_dir():
         print('\n--real: ../shared/data is absent; skipped')
         return
@@ -220,6 +223,7 @@ def real(log):
     for f in sorted(lp.glob('**/images/**/*ooi*.fits')):
         images.append((str(f.relative_to(DATA)), f))
     selector = PSFStarSelector()
+    diagnosed = []
     for rel, _ in images:
         img = _read(DATA / rel)
         valid = np.isfinite(img)
@@ -239,6 +243,9 @@ def real(log):
             except Exception:  # SExtractor/PSFEx fail on tiny cutouts
                 n_px, t_px = -1, np.nan
             dx, _ = dao_heuristic(img - sky, selector.fwhm_used_, noise)
+        if diagnose and 'legacypipe' not in rel:
+            diagnosed.append((rel, tab, selector.fwhm_used_,
+                              selector.pileup_level_))
         ref = ''
         if 'legacypipe' in rel:
             ref = _legacypipe_fwhm(DATA / rel)
@@ -246,6 +253,40 @@ def real(log):
         print(f'{rel[-44:]:44s} {shape:>10s} {n_cand:5d} {n_sel:4d} '
               f'{n_px:5d} {len(dx):4d} {selector.fwhm_used_:5.2f} '
               f'{ref:>10s} {t_cnn:6.2f} {t_px:7.2f}')
+    if diagnose:
+        print('\nRejection reasons on the real images')
+        for rel, tab, fwhm, level in diagnosed:
+            selector.fwhm_used_, selector.pileup_level_ = fwhm, level
+            _diagnose(rel, tab, selector)
+
+
+def _diagnose(name, tab, selector):
+    """Per rejection reason: counts and the measured statistics."""
+    if tab is None:
+        print(f'  {name}: no candidates')
+        return
+    level = selector.pileup_level_
+    print(f'  {name}: FWHM {selector.fwhm_used_:.2f}, {len(tab)} candidates, '
+          f'peak pile-up level '
+          f'{"none" if level is None else f"{level:.0f}"} '
+          f'(cuts: snr >= {selector.min_snr:g}, psf_score >= '
+          f'{selector.min_score:g})')
+    print(f'    {"reason":28s} {"N":>5s}  median (10-90 %) of: snr, '
+          'psf_score, sharpness, peak / pile-up')
+    reason = np.asarray([str(r) for r in tab['reason']])
+    peak = np.asarray(tab['peak'], float) / (level or np.nan)
+    for r, n in Counter(reason).most_common():
+        k = reason == r
+        cols = []
+        for v in (np.asarray(tab['snr'], float)[k],
+                  np.asarray(tab['psf_score'], float)[k],
+                  np.asarray(tab['sharpness'], float)[k], peak[k]):
+            if np.isfinite(v).any():
+                q = np.nanpercentile(v, [50, 10, 90])
+                cols.append(f'{q[0]:.3g} ({q[1]:.3g}-{q[2]:.3g})')
+            else:
+                cols.append('--')
+        print(f'    {r or "(selected)":28s} {n:5d}  ' + '; '.join(cols))
 
 
 def _legacypipe_fwhm(path):
@@ -281,6 +322,9 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='one 512x512 field')
     p.add_argument('--quiet', action='store_true')
+    p.add_argument('--diagnose', action='store_true',
+                   help='print, per rejection reason, the counts and the '
+                        'measured statistics against their cuts')
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.size = [0], 512
@@ -292,10 +336,10 @@ def main(argv=None):
           f'load average {open("/proc/loadavg").read().split()[:3]}')
     log = (lambda *a: None) if args.quiet else print
     rows, speed = simulated(args.seeds, (args.size, args.size),
-                            args.n_brightest, log)
+                            args.n_brightest, log, args.diagnose)
     _summary(rows, speed, args)
     if args.real:
-        real(log)
+        real(log, args.diagnose)
 
 
 if __name__ == '__main__':

@@ -153,15 +153,16 @@ def _reference(norm, valid, usable, snr, fwhm):
     The field's reference stamp: the pixel-wise median of the
     normalised stamps of the brightest usable candidates (at most
     ``REF_MAX`` with SNR >= ``REF_SNR``), or the analytic fallback when
-    fewer than three qualify.
+    fewer than three qualify; and the indices of the stacked candidates
+    (empty for the fallback).
     """
     idx = np.flatnonzero(usable & (snr >= REF_SNR))
     idx = idx[np.argsort(-snr[idx])][:REF_MAX]
     if len(idx) < 3:
-        return _analytic_reference(fwhm), 0
+        return _analytic_reference(fwhm), idx[:0]
     stack = np.where(valid[idx], norm[idx], np.nan)
     ref = np.nanmedian(stack, axis=0)
-    return np.nan_to_num(ref).astype(np.float32), len(idx)
+    return np.nan_to_num(ref).astype(np.float32), idx
 
 
 def _network_input(norm, valid, ref, fwhm, amp, noise, x, y, xi, yi):
@@ -179,11 +180,13 @@ def _network_input(norm, valid, ref, fwhm, amp, noise, x, y, xi, yi):
 
 
 def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
-                        isolation, flux_ratio):
+                        isolation, flux_ratio, exclude=None):
     """
     Everything the selector (and its training) needs for candidates at
     ``(x, y)``: the measurements, neighbour information, the reference
-    and the network input.
+    and the network input. ``exclude`` (boolean, one per candidate)
+    keeps candidates known to be unusable (saturated) out of the
+    reference stamp.
     """
     big = max(half, STAMP // 2)
     stamps, svalid, xi, yi = _cutouts(data, valid, x, y, big)
@@ -204,7 +207,10 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
     amp = np.maximum(m['peak'], noise)
     norm = _normalised(stamps, svalid, local, amp)
     usable = ~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
-    ref, n_ref = _reference(norm, svalid, usable, m['snr'], fwhm)
+    if exclude is not None:
+        usable &= ~np.asarray(exclude, bool)
+    ref, ref_idx = _reference(norm, svalid, usable, m['snr'], fwhm)
+    n_ref = len(ref_idx)
     m['stamps'], m['scalars'] = _network_input(norm, svalid, ref, fwhm, amp,
                                                noise, x, y, xi, yi)
     m['n_reference'] = n_ref
@@ -212,7 +218,14 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
         norm, svalid, ref, noise / amp, fwhm)
     c = STAMP // 2
     r = np.hypot(*np.mgrid[-c:c + 1, -c:c + 1]) <= fwhm
-    m['conc_ref'] = float(ref[c, c] / max(ref[r].sum(), 1e-30))
+    if n_ref:
+        # The reference stars' own median concentration: the median
+        # stack of integer-centred stamps is broadened by their
+        # sub-pixel offsets (much so for small FWHM), so its
+        # concentration would make ordinary stars look sharp.
+        m['conc_ref'] = float(np.median(m['conc'][ref_idx]))
+    else:
+        m['conc_ref'] = float(ref[c, c] / max(ref[r].sum(), 1e-30))
     return m
 
 
@@ -259,9 +272,10 @@ def _residual_outlier(norm, valid, ref, noise_norm, fwhm):
     The most discrepant pixel of each cutout against the reference
     stamp, outside the core (radius > 1.5 FWHM, where centring errors
     do not matter): its absolute residual in units of the peak, its
-    significance in units of the noise, and whether it is sharp (at
-    least twice the mean residual of its 8 neighbours: a cosmic ray or
-    hot pixel rather than a source).
+    significance in units of the larger of the image noise and the
+    robust scatter of the cutout's own residual there, and whether it
+    is sharp (a cosmic ray or hot pixel rather than a source: see
+    below).
     """
     c = STAMP // 2
     yy, xx = np.mgrid[-c:c + 1, -c:c + 1]
@@ -272,12 +286,64 @@ def _residual_outlier(norm, valid, ref, noise_norm, fwhm):
     flat = np.abs(res).reshape(n, -1)
     j = flat.argmax(axis=1)
     rmax = flat[np.arange(n), j]
-    sig = rmax / np.maximum(noise_norm, 1e-12)
+    # The noise of the residual: the image noise, or the robust scatter
+    # of the cutout's own residual outside the core where that is
+    # larger (photon noise of bright stars, plate grain, correlated or
+    # locally higher noise).
+    outer_valid = outer[None] & valid
+    vals = np.where(outer_valid, full, np.nan).reshape(n, -1)
+    with np.errstate(all='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        med = np.nanmedian(vals, axis=1)
+        local = 1.4826 * np.nanmedian(np.abs(vals - med[:, None]), axis=1)
+    local = np.where(np.isfinite(local), local, 0.0)
+    sig = rmax / np.maximum(np.maximum(noise_norm, local), 1e-12)
     jy, jx = np.unravel_index(j, (STAMP, STAMP))
-    pad = np.pad(np.abs(full), ((0, 0), (1, 1), (1, 1)))
+    # Edge padding: a blob cut by the stamp's border keeps its size.
+    pad = np.pad(np.abs(full), ((0, 0), (1, 1), (1, 1)), mode='edge')
     idx = np.arange(n)
-    around = sum(pad[idx, jy + 1 + dy, jx + 1 + dx]
-                 for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+
+    def at(dy, dx):
+        return pad[idx, jy + 1 + dy, jx + 1 + dx]
+
+    around = sum(at(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                  if dy or dx) / 8.0
-    sharp = rmax >= 2.0 * np.maximum(around, 1e-12)
+    # A cosmic ray or hot pixel is narrower than anything the optics or
+    # the noise make: one pixel, or a track one pixel wide. A feature
+    # that fills a 2x2 block at half its peak or more is resolved -- a
+    # faint star, a galaxy, or a grain or compression clump of
+    # correlated noise (plate scans, resampled images) -- whatever its
+    # contrast with its 8 neighbours.
+    block = np.max([np.minimum(np.minimum(at(sy, 0), at(0, sx)), at(sy, sx))
+                    for sy in (-1, 1) for sx in (-1, 1)], axis=0)
+    sharp = (rmax >= 2.0 * np.maximum(around, 1e-12)) & (block < 0.5 * rmax)
     return rmax, sig, sharp
+
+
+def _pileup_level(peak, flux, usable, *, min_stars=10, max_slope=0.5):
+    """
+    Peak level at which the stars' peaks stop growing with their flux.
+
+    In a linear image the peak of a point source is proportional to its
+    flux. When the detector or emulsion saturates softly (photographic
+    plates, non-linear CCDs, saturation without a flat plateau) the
+    peaks of the bright stars pile up at one level while their fluxes
+    keep growing, and their profiles flatten. The slope of log(peak)
+    against log(flux) (Theil-Sen) is measured over the brighter half
+    of the ``usable`` candidates; if it is below ``max_slope`` the
+    median peak of the brightest quarter is returned, else `None`.
+    """
+    from scipy.stats import theilslopes
+    ok = usable & (peak > 0) & (flux > 0) & np.isfinite(flux)
+    idx = np.flatnonzero(ok)
+    if len(idx) < min_stars:
+        return None
+    idx = idx[np.argsort(flux[idx])]
+    bright = idx[len(idx) // 2:]
+    lf, lp = np.log(flux[bright]), np.log(peak[bright])
+    if lf.max() - lf.min() < np.log(2.0):  # too short a lever arm
+        return None
+    slope = theilslopes(lp, lf)[0]
+    if not slope < max_slope:
+        return None
+    return float(np.median(peak[idx[-max(len(idx) // 4, 3):]]))

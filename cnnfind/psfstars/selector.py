@@ -14,7 +14,12 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from cnnfind._columns import _candidate_xy
 from cnnfind._validation import _positive_int_or_none
 from cnnfind.exceptions import CNNFindWarning
-from cnnfind.psfstars._features import STAMP, _core_fwhm, _prepare_candidates
+from cnnfind.psfstars._features import (
+    STAMP,
+    _core_fwhm,
+    _pileup_level,
+    _prepare_candidates,
+)
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import _providers, get_session
@@ -34,6 +39,10 @@ REASONS = ('near edge or mask', 'saturated', 'too faint',
 #: ``_OUTLIER_SIGMA`` times the noise, rejects the star.
 _OUTLIER_FRACTION = 0.1
 _OUTLIER_SIGMA = 5.0
+#: When the bright stars' peaks pile up (soft saturation, see
+#: ``_pileup_level``), peaks above this fraction of the pile-up level
+#: are taken as saturated.
+_PILEUP_FRACTION = 0.8
 
 
 def _sigmoid(x):
@@ -63,7 +72,12 @@ class PSFStarSelector:
     candidates), so blends, binaries, galaxies, cosmic rays and odd
     shapes are rejected as well; its rejections are labelled by the
     measured shape (too sharp: cosmic ray / hot pixel; too broad:
-    extended; otherwise odd shape). The network was trained on
+    extended; otherwise odd shape). A pixel outside the core that
+    departs from the reference stamp by more than 10 % of the peak and
+    5 times the noise (the larger of the image noise and the cutout's
+    own residual scatter) rejects the star too: as a cosmic ray / hot
+    pixel when it is a single pixel or a one-pixel-wide track, else as
+    other light in the box. The network was trained on
     simulated fields and stars injected into real frames, labelled good
     when nothing but the star's own light lies in its box (see the
     model card).
@@ -96,7 +110,15 @@ class PSFStarSelector:
     saturation : float or `None`, optional
         Saturation level in data units. Whatever it is, a core whose
         maximum is shared by three or more pixels of the central 5x5
-        (a plateau) is taken as saturated.
+        (a plateau) is taken as saturated, and so is soft saturation
+        found in the data: when the peaks of the brighter half of the
+        usable candidates stop growing with their flux (a Theil-Sen
+        slope of log peak against log flux below 0.5, as on
+        photographic plates or non-linear detectors), every peak above
+        80 % of the level where they pile up (the attribute
+        ``pileup_level_`` and ``meta['pileup_level']``, above the local
+        sky; `None` for a linear image). Those stars are also left out
+        of the FWHM estimate and of the reference stamp.
     max_stars : int or `None`, optional
         Return at most this many stars (the brightest).
     threshold : float, optional
@@ -174,6 +196,7 @@ class PSFStarSelector:
         self.n_threads = n_threads
         self.progress = bool(progress)
         self.fwhm_used_ = fwhm
+        self.pileup_level_ = None
 
     def __repr__(self):
         params = ('fwhm', 'min_score', 'size', 'min_snr', 'isolation',
@@ -211,6 +234,7 @@ class PSFStarSelector:
                                     flux_ratio=0.0)
             ok = (~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
                   & (m['snr'] >= 20))
+            ok &= ~self._saturated(m, ok)  # soft saturation broadens
             idx = np.flatnonzero(ok)
             idx = idx[np.argsort(-m['snr'][idx])][:50]
             if len(idx) < 3:
@@ -294,17 +318,20 @@ class PSFStarSelector:
             warnings.warn('No candidate stars were found.',
                           NoDetectionsWarning, stacklevel=2)
             return None
-        m = _prepare_candidates(data, valid, sky, noise, x, y, fwhm,
-                                half=self.size // 2,
-                                isolation=self.isolation,
-                                flux_ratio=self.neighbour_flux_ratio)
+        kw = dict(half=self.size // 2, isolation=self.isolation,
+                  flux_ratio=self.neighbour_flux_ratio)
+        m = _prepare_candidates(data, valid, sky, noise, x, y, fwhm, **kw)
+        usable = ~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
+        sat = self._saturated(m, usable & (m['snr'] >= self.min_snr))
+        if self.pileup_level_ is not None and (sat & usable).any():
+            # Soft saturation: keep the flattened bright stars out of
+            # the reference stamp (a hard plateau is excluded already).
+            m = _prepare_candidates(data, valid, sky, noise, x, y, fwhm,
+                                    exclude=sat, **kw)
         score = self._score(m['stamps'], m['scalars'])
         sharp = m['conc'] / m['conc_ref']
         bad_xy = ~(np.isfinite(x) & np.isfinite(y))
         edge = m['edge'] | bad_xy
-        sat = m['n_flat'] >= 3
-        if self.saturation is not None:
-            sat |= m['raw_max'] >= self.saturation
         faint = m['snr'] < self.min_snr
         crowded = m['crowded']
         low = score < self.min_score
@@ -354,7 +381,25 @@ class PSFStarSelector:
         tab.meta['noise'] = noise
         tab.meta['n_reference'] = int(m['n_reference'])
         tab.meta['min_score'] = self.min_score
+        tab.meta['pileup_level'] = self.pileup_level_
         return tab
+
+    def _saturated(self, m, usable):
+        """
+        Saturated candidates: a plateau in the core, a peak above
+        ``saturation``, or (soft saturation) a peak above
+        ``_PILEUP_FRACTION`` of the level at which the peaks of the
+        ``usable`` bright stars pile up (stored in ``pileup_level_``,
+        above the local sky; `None` when the peaks grow with the flux).
+        """
+        sat = m['n_flat'] >= 3
+        if self.saturation is not None:
+            sat |= m['raw_max'] >= self.saturation
+        level = _pileup_level(m['peak'], m['flux'], usable & ~sat)
+        self.pileup_level_ = level
+        if level is not None:
+            sat |= m['peak'] >= _PILEUP_FRACTION * level
+        return sat
 
     __call__ = select
 
