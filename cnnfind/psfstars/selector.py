@@ -288,8 +288,9 @@ class PSFStarSelector:
             SNR within 1 FWHM, ``nearest_neighbour`` the distance to
             the nearest other candidate (pixels), ``roundness`` 1 - b/a
             from weighted second moments and ``sharpness`` the peak /
-            core flux ratio relative to the field's reference stamp (1
-            for the PSF, > 1 sharper, < 1 broader). `None` (with a
+            core flux ratio relative to the median of the stars that
+            make the field's reference stamp (1 for the PSF, > 1
+            sharper, < 1 broader). `None` (with a
             `~photutils.utils.exceptions.NoDetectionsWarning`) when no
             candidate qualifies.
 
