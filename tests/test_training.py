@@ -32,11 +32,12 @@ def test_patches_are_reproducible():
         np.testing.assert_array_equal(u, v)
 
 
-@pytest.mark.parametrize('shape', [(1, 3, 64, 96), (2, 3, 48, 32)])
+@pytest.mark.parametrize('shape', [(1, 2, 64, 96), (2, 2, 48, 32),
+                                   (2, 3, 48, 32)])
 def test_onnx_torch_parity(tmp_path, shape):
     torch.manual_seed(0)
-    model = StarNet()
-    path = export_onnx(model, (torch.randn(1, 3, 32, 32),
+    model = StarNet(in_channels=shape[1])
+    path = export_onnx(model, (torch.randn(1, shape[1], 32, 32),
                                torch.zeros(1, 1, 1, 1)),
                        tmp_path / 'net.onnx', input_names=('image', 'fwhm'),
                        output_names=('logits',),
@@ -75,7 +76,7 @@ def test_patch_matched_filter_channel_marks_stars():
     """The third channel is the matched-filter SNR: high on stars."""
     rng = np.random.default_rng(11)
     for _ in range(5):
-        x, _, target, weight = make_patch(rng, 64, ())
+        x, _, target, weight = make_patch(rng, 64, (), n_channels=3)
         on = target == 1.0
         if on.any():
             break
@@ -106,8 +107,52 @@ def test_tiny_training_run_end_to_end(tmp_path):
                 'onnx_parity_max_abs_diff'):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
+    assert card['halo'] == 64 and card['version'] == '1.0.0'
     assert (tmp_path / 'run' / 'best.pt').exists()
     onnx_path = tmp_path / 'models' / 'starfinder.onnx'
     finder = CNNStarFinder(3.0, 3.0, model=onnx_path)
     heat = finder.heatmap(np.random.default_rng(0).normal(0, 1, (40, 50)))
     assert heat.shape == (40, 50)
+
+
+def test_matched_filter_model_runs_tiled_like_full_pass(tmp_path,
+                                                        monkeypatch):
+    """A 3-channel (matched-filter) model: the finder feeds it the extra
+    channel and its wider halo keeps tiled output equal to a full pass."""
+    import json as _json
+
+    from cnnfind.runtime import load_model
+    from cnnfind.training.export import write_card
+    from cnnfind.training.starfinder import _halo
+    torch.manual_seed(1)
+    net = StarNet(in_channels=3)
+    path = export_onnx(net, (torch.randn(1, 3, 32, 32),
+                             torch.zeros(1, 1, 1, 1)),
+                       tmp_path / 'mf.onnx', input_names=('image', 'fwhm'),
+                       output_names=('logits',),
+                       dynamic_axes={'image': {0: 'b', 2: 'h', 3: 'w'},
+                                     'fwhm': {0: 'b'},
+                                     'logits': {0: 'b', 2: 'h', 3: 'w'}})
+    card = {k: v for k, v in load_model(None, 'starfinder').card.items()
+            if k not in ('calibration', 'sha256', 'file')}
+    card.update(name='starfinder-mf', halo=_halo(3))
+    write_card(path, card)
+    assert _json.loads(path.with_suffix('.json').read_text())['halo'] == 80
+    img = np.random.default_rng(3).normal(0, 1, (200, 230)).astype(np.float32)
+    img[100:104, 60:64] += 40.0
+    full = CNNStarFinder(3.0, 6.0, model=path, tile_size=1024).heatmap(img)
+    tiled = CNNStarFinder(3.0, 6.0, model=path, tile_size=64).heatmap(img)
+    np.testing.assert_allclose(tiled, full, atol=1e-5)
+    # The matched-filter channel is really fed: blanking it changes the
+    # output.
+    from cnnfind.detection import finder as finder_module
+    real = finder_module._network_input
+
+    def blank_third(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out[2:] = 0.0
+        return out
+
+    monkeypatch.setattr(finder_module, '_network_input', blank_third)
+    blank = CNNStarFinder(3.0, 6.0, model=path).heatmap(img)
+    assert np.abs(blank - full).max() > 1e-3

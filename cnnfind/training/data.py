@@ -19,10 +19,11 @@ __all__ = ['REAL_BACKGROUNDS', 'default_data_dir', 'load_backgrounds',
            'make_patch', 'ASINH_SCALE', 'FWHM_REF']
 
 #: Input contract of the star-finder network (written in its card):
-#: normalised image, validity and matched-filter SNR channels.
+#: normalised image and validity channels (the shipped model); 3 adds the
+#: matched-filter SNR channel (``--input-channels 3``, an experiment).
 ASINH_SCALE = 3.0
 FWHM_REF = 3.0
-N_CHANNELS = 3
+N_CHANNELS = 2
 
 #: Real frames used as backgrounds, with the SExtractor catalogue whose
 #: sources are excluded from the loss. The M67 plate and the SEP frame
@@ -158,14 +159,15 @@ def _draw_targets(shape, x, y, positive, ignore_xy, sigma=0.8):
 
 
 def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
-               snr_ignore=2.0, max_tries=10):
+               snr_ignore=2.0, max_tries=10, n_channels=N_CHANNELS):
     """
     One training example.
 
     Returns
     -------
-    x : float32 array (N_CHANNELS, size, size)
-        Normalised image, validity and matched-filter channels.
+    x : float32 array (n_channels, size, size)
+        Normalised image and validity channels (and, with
+        ``n_channels=3``, the matched-filter SNR).
     fwhm_in : float32
         The FWHM input, ``log(fwhm_hint / FWHM_REF)``, with the hint
         jittered around the true FWHM as users' guesses are.
@@ -175,13 +177,13 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     for _ in range(max_tries - 1):
         try:
             return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                                    snr_ignore)
+                                    snr_ignore, n_channels)
         except ValueError:
             # A patch that cannot be normalised (e.g. a real crop that is
             # saturated or masked throughout): draw another one.
             continue
     return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                            snr_ignore)
+                            snr_ignore, n_channels)
 
 
 def real_background_crop(rng, backgrounds, size):
@@ -201,7 +203,8 @@ def real_background_crop(rng, backgrounds, size):
     return None, None
 
 
-def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
+def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
+                     n_channels):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
     bg_excl = None
@@ -236,7 +239,7 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore):
     sky += rng.normal(0, 0.3) * noise
     noise *= float(np.exp(rng.normal(0, 0.15)))
     hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
-    x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, N_CHANNELS)
+    x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, n_channels)
 
     st = sim['stars']
     # Labels use the true matched-filter SNR against the local noise.

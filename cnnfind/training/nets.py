@@ -33,7 +33,7 @@ class StarNet(nn.Module):
     #: Spatial size multiple required by the strided layers.
     stride = 16
 
-    def __init__(self, channels=(16, 32, 48), in_channels=3):
+    def __init__(self, channels=(16, 32, 48), in_channels=2):
         super().__init__()
         c0, c1, c2 = channels
         self.stem = nn.Conv2d(4 * in_channels, c0, 3, 1, 1)

@@ -33,10 +33,31 @@ from cnnfind.training.nets import StarNet
 __all__ = ['main', 'build_parser']
 
 MODEL_NAME = 'starfinder'
-MODEL_VERSION = '2.0.0'
+MODEL_VERSION = '1.0.0'
 
 #: Receptive-field radius of `StarNet` in pixels.
 RECEPTIVE_FIELD_RADIUS = 62
+
+
+def _image_contract(n_in):
+    """The card's description of the image input."""
+    text = (f'float32 (N, {n_in}, H, W): asinh((data - sky) / (noise * '
+            'asinh_scale)) with invalid pixels set to 0, and a validity '
+            'channel (1 valid, 0 masked/NaN)')
+    if n_in == 3:
+        text += ('; then asinh(snr / asinh_scale), snr being the '
+                 'matched-filter SNR map: (data - sky) / noise (0 at '
+                 'invalid pixels) correlated with a unit-sum circular '
+                 'Gaussian of the user FWHM (half-width min(4 sigma, '
+                 f'{MAX_KERNEL_RADIUS}) px, zero outside the image) and '
+                 'divided by the root sum of squares of that kernel')
+    return text
+
+
+def _halo(n_in):
+    """Tile halo: the receptive field, plus the matched filter's reach."""
+    reach = RECEPTIVE_FIELD_RADIUS + (MAX_KERNEL_RADIUS if n_in == 3 else 0)
+    return int(-(-reach // StarNet.stride) * StarNet.stride)
 
 
 def _forward(model, batch):
@@ -48,17 +69,19 @@ def _forward(model, batch):
 class _Example:
     """Picklable example maker (for the DataLoader worker)."""
 
-    def __init__(self, patch, data_dir, use_real=True):
+    def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS):
         self.patch = patch
         self.data_dir = data_dir
         self.use_real = use_real
+        self.n_channels = n_channels
 
     def setup(self):
         """The real backgrounds (none with ``use_real=False``)."""
         return load_backgrounds(self.data_dir) if self.use_real else []
 
     def __call__(self, rng, context):
-        return make_patch(rng, self.patch, context or ())
+        return make_patch(rng, self.patch, context or (),
+                          n_channels=self.n_channels)
 
 
 def build_parser():
@@ -71,10 +94,15 @@ def build_parser():
                    help='folder for starfinder.onnx and starfinder.json')
     p.add_argument('--workdir', default='runs/starfinder',
                    help='checkpoints and logs')
-    p.add_argument('--steps', type=int, default=6000)
+    p.add_argument('--steps', type=int, default=4000)
     p.add_argument('--batch-size', type=int, default=16)
     p.add_argument('--patch', type=int, default=128)
     p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--input-channels', type=int, choices=(2, 3),
+                   default=N_CHANNELS,
+                   help='2: image and validity (the shipped model); 3: '
+                        'also a matched-filter SNR channel (an experiment: '
+                        'measured no better, see the training docs)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', default=None,
                    help='shared data folder (default: ../shared/data)')
@@ -109,12 +137,14 @@ def main(argv=None):
         log_file.write(msg + '\n')
         log_file.flush()
 
-    model = StarNet(in_channels=N_CHANNELS)
+    n_in = args.input_channels
+    model = StarNet(in_channels=n_in)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     history = None
     if not args.skip_training:
-        maker = _Example(args.patch, args.data_dir, use_real=not args.no_real)
+        maker = _Example(args.patch, args.data_dir, use_real=not args.no_real,
+                         n_channels=n_in)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
@@ -138,7 +168,7 @@ def main(argv=None):
 
     out = Path(args.out)
     onnx_path = out / f'{MODEL_NAME}.onnx'
-    example = (torch.randn(1, N_CHANNELS, 64, 96), torch.zeros(1, 1, 1, 1))
+    example = (torch.randn(1, n_in, 64, 96), torch.zeros(1, 1, 1, 1))
     export_onnx(model, example, onnx_path, input_names=('image', 'fwhm'),
                 output_names=('logits',),
                 dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
@@ -146,7 +176,7 @@ def main(argv=None):
                               'logits': {0: 'batch', 2: 'height',
                                          3: 'width'}})
     parity = check_parity(model, onnx_path,
-                          (torch.randn(2, N_CHANNELS, 128, 160),
+                          (torch.randn(2, n_in, 128, 160),
                            torch.full((2, 1, 1, 1), 0.3)))
     log(f'ONNX parity max |diff| = {parity:.2e}')
 
@@ -155,15 +185,7 @@ def main(argv=None):
         'version': MODEL_VERSION,
         'task': 'star centre heatmap for CNNStarFinder',
         'inputs': {
-            'image': 'float32 (N, 3, H, W): asinh((data - sky) / (noise * '
-                     'asinh_scale)) with invalid pixels set to 0; a '
-                     'validity channel (1 valid, 0 masked/NaN); and '
-                     'asinh(snr / asinh_scale), snr being the matched-filter '
-                     'SNR map: (data - sky) / noise (0 at invalid pixels) '
-                     'correlated with a unit-sum circular Gaussian of the '
-                     'user FWHM (half-width min(4 sigma, '
-                     f'{MAX_KERNEL_RADIUS}) px, zero outside the image) and '
-                     'divided by the root sum of squares of that kernel',
+            'image': _image_contract(n_in),
             'fwhm': 'float32 (N, 1, 1, 1): log(fwhm / fwhm_ref)',
         },
         'outputs': {'logits': 'float32 (N, 1, H, W) centre logits'},
@@ -173,14 +195,15 @@ def main(argv=None):
                           'asinh_scale': ASINH_SCALE,
                           'fwhm_ref': FWHM_REF},
         'size_multiple': StarNet.stride,
-        # The tile halo covers the receptive field plus the matched
-        # filter's half-width, so tiled output equals a full pass.
-        'halo': int(-(-(RECEPTIVE_FIELD_RADIUS + MAX_KERNEL_RADIUS)
-                      // StarNet.stride) * StarNet.stride),
+        # The tile halo covers the receptive field (plus the matched
+        # filter's half-width), so tiled output equals a full pass.
+        'halo': _halo(n_in),
         'receptive_field_radius': RECEPTIVE_FIELD_RADIUS,
         'training_command': 'python -m cnnfind.training.starfinder '
                             f'--out cnnfind/models --steps {args.steps} '
-                            f'--seed {args.seed}',
+                            f'--seed {args.seed}'
+                            + ('' if n_in == N_CHANNELS
+                               else f' --input-channels {n_in}'),
         'training_data': (
             'On-the-fly simulated 128x128 patches: Moffat/Gaussian PSFs '
             'with FWHM 1.3-9 px, axis ratio 0.7-1, power-law SNR from 1, '
