@@ -6,8 +6,8 @@ fully convolutional centre-heatmap network.
 import warnings
 
 import astropy.units as u
-from astropy.coordinates import SkyCoord
 import numpy as np
+from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.utils.decorators import deprecated_renamed_argument
 from astropy.utils.exceptions import AstropyDeprecationWarning
