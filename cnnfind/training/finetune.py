@@ -25,9 +25,10 @@ import torch
 
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
-from cnnfind.training.export import check_parity, export_onnx, write_card
+from cnnfind.training.export import write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
+from cnnfind.training.starfinder import export_starnet
 from cnnfind.training.survey import _starfinder_input, read_field
 
 __all__ = ['onnx_state_dict', 'starnet_from_onnx', 'FieldPatches', 'main',
@@ -237,15 +238,7 @@ def main(argv=None):
                     progress=not args.no_progress, seed=args.seed)
     elapsed = time.time() - t0
 
-    example = (torch.randn(1, n_channels, 64, 96), torch.zeros(1, 1, 1, 1))
-    export_onnx(model, example, out, input_names=('image', 'fwhm'),
-                output_names=('logits',),
-                dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
-                              'fwhm': {0: 'batch'},
-                              'logits': {0: 'batch', 2: 'height',
-                                         3: 'width'}})
-    parity = check_parity(model, out, (torch.randn(2, n_channels, 64, 80),
-                                       torch.full((2, 1, 1, 1), 0.3)))
+    parity = export_starnet(model, out, n_channels)
     card = {k: v for k, v in base.card.items()
             if k not in ('sha256', 'file', 'metrics', 'calibration',
                          'default_min_probability', 'training', 'created',

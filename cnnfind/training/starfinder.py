@@ -30,7 +30,7 @@ from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
 
-__all__ = ['main', 'build_parser']
+__all__ = ['main', 'build_parser', 'export_starnet']
 
 MODEL_NAME = 'starfinder'
 MODEL_VERSION = '1.0.0'
@@ -58,6 +58,23 @@ def _halo(n_in):
     """Tile halo: the receptive field, plus the matched filter's reach."""
     reach = RECEPTIVE_FIELD_RADIUS + (MAX_KERNEL_RADIUS if n_in == 3 else 0)
     return int(-(-reach // StarNet.stride) * StarNet.stride)
+
+
+def export_starnet(model, onnx_path, n_channels):
+    """
+    Export a `StarNet` to ONNX (dynamic batch and image size) and return
+    the largest absolute difference between the ONNX and torch outputs.
+    """
+    example = (torch.randn(1, n_channels, 64, 96), torch.zeros(1, 1, 1, 1))
+    export_onnx(model, example, onnx_path, input_names=('image', 'fwhm'),
+                output_names=('logits',),
+                dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
+                              'fwhm': {0: 'batch'},
+                              'logits': {0: 'batch', 2: 'height',
+                                         3: 'width'}})
+    return check_parity(model, onnx_path,
+                        (torch.randn(2, n_channels, 128, 160),
+                         torch.full((2, 1, 1, 1), 0.3)))
 
 
 def _forward(model, batch):
@@ -168,16 +185,7 @@ def main(argv=None):
 
     out = Path(args.out)
     onnx_path = out / f'{MODEL_NAME}.onnx'
-    example = (torch.randn(1, n_in, 64, 96), torch.zeros(1, 1, 1, 1))
-    export_onnx(model, example, onnx_path, input_names=('image', 'fwhm'),
-                output_names=('logits',),
-                dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
-                              'fwhm': {0: 'batch'},
-                              'logits': {0: 'batch', 2: 'height',
-                                         3: 'width'}})
-    parity = check_parity(model, onnx_path,
-                          (torch.randn(2, n_in, 128, 160),
-                           torch.full((2, 1, 1, 1), 0.3)))
+    parity = export_starnet(model, onnx_path, n_in)
     log(f'ONNX parity max |diff| = {parity:.2e}')
 
     card = {
