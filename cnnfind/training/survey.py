@@ -42,7 +42,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
-from cnnfind.training.targets import heatmap_from_catalog
+from cnnfind.training.targets import _clipped_box, heatmap_from_catalog
 
 __all__ = ['CATALOGS', 'FetchError', 'spot_sigma', 'build_field',
            'read_field', 'build_from_files', 'random_positions',
@@ -161,14 +161,12 @@ def _unlisted_peaks(data, valid, sky, noise, fwhm, cx, cy, snr):
 def _discs(shape, x, y, radius):
     """Boolean map of the union of discs."""
     out = np.zeros(shape, bool)
-    ny, nx = shape
     for xi, yi, ri in zip(x, y, radius, strict=True):
         r = int(np.ceil(ri))
-        ix, iy = int(np.round(xi)), int(np.round(yi))
-        y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
-        x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
-        if y0 >= y1 or x0 >= x1:
+        box = _clipped_box(int(np.round(xi)), int(np.round(yi)), r, shape)
+        if box is None:
             continue
+        y0, y1, x0, x1 = box
         yy, xx = np.ogrid[y0:y1, x0:x1]
         out[y0:y1, x0:x1] |= (xx - xi)**2 + (yy - yi)**2 <= ri**2
     return out

@@ -78,6 +78,16 @@ def heatmap_from_catalog(shape, positions, *, wcs=None, ignore=None,
     return target, weight
 
 
+def _clipped_box(ix, iy, r, shape):
+    """``(y0, y1, x0, x1)`` of the box of half-width ``r`` around pixel
+    ``(ix, iy)`` clipped to ``shape``, or `None` if nothing is left."""
+    y0, y1 = max(iy - r, 0), min(iy + r + 1, shape[0])
+    x0, x1 = max(ix - r, 0), min(ix + r + 1, shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return y0, y1, x0, x1
+
+
 def _draw_sized(shape, x, y, sigma):
     """
     Centre heatmap with one Gaussian width per star: 1 at the star's
@@ -85,15 +95,14 @@ def _draw_sized(shape, x, y, sigma):
     ``max(2, ceil(3 sigma))`` pixels, the maximum where spots overlap.
     """
     target = np.zeros(shape, np.float32)
-    ny, nx = shape
     for xi, yi, si in zip(x, y, sigma, strict=True):
         si = max(float(si), 1e-3)
         r = max(2, int(np.ceil(3.0 * si)))
         ix, iy = int(np.round(xi)), int(np.round(yi))
-        y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
-        x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
-        if y0 >= y1 or x0 >= x1:
+        box = _clipped_box(ix, iy, r, shape)
+        if box is None:
             continue
+        y0, y1, x0, x1 = box
         yy, xx = np.mgrid[y0:y1, x0:x1]
         v = np.exp(-0.5 * ((xx - xi)**2 + (yy - yi)**2) / si**2)
         v[(yy == iy) & (xx == ix)] = 1.0
