@@ -35,3 +35,25 @@ def single_star(shape=(48, 48), x=23.3, y=24.6, flux=3000.0, fwhm=3.0,
     img = rng.normal(0.0, noise, shape)
     render_profiles(img, [x], [y], [flux], fwhm, kind='gaussian')
     return img
+
+
+def simple_wcs(shape):
+    """A celestial TAN WCS centred on an image of ``shape``."""
+    from astropy.wcs import WCS
+    w = WCS(naxis=2)
+    w.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [shape[1] / 2, shape[0] / 2]
+    w.wcs.cdelt = [-1e-4, 1e-4]
+    return w
+
+
+def assert_sky_centroid(table, wcs):
+    """``sky_centroid`` is the WCS position of (x_centroid, y_centroid)."""
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+    assert isinstance(table['sky_centroid'], SkyCoord)
+    x = np.asarray(getattr(table['x_centroid'], 'value', table['x_centroid']))
+    y = np.asarray(getattr(table['y_centroid'], 'value', table['y_centroid']))
+    expect = wcs.pixel_to_world(x, y)
+    assert np.all(table['sky_centroid'].separation(expect).arcsec < 1e-6)

@@ -17,7 +17,7 @@ from cnnfind import CNNStarFinder
 from cnnfind.simulation import FieldConfig, render_profiles, simulate_field
 from cnnfind.training.calibrate import _greedy_match
 
-from .conftest import single_star
+from .conftest import assert_sky_centroid, simple_wcs, single_star
 
 DAO_COLUMNS = ['id', 'x_centroid', 'y_centroid', 'sharpness', 'roundness1',
                'roundness2', 'n_pixels', 'peak', 'flux', 'mag', 'daofind_mag']
@@ -171,18 +171,11 @@ class TestUnitsAndContainers:
             assert CNNStarFinder(5.0 * u.adu, 3.0)(ccd) is None
 
     def test_ccddata_with_wcs_gets_sky_centroid(self):
-        from astropy.coordinates import SkyCoord
-        from astropy.wcs import WCS
-        w = WCS(naxis=2)
-        w.wcs.ctype = ['RA---TAN', 'DEC--TAN']
-        w.wcs.crval = [150.0, 2.0]
-        w.wcs.crpix = [24.0, 24.0]
-        w.wcs.cdelt = [-1e-4, 1e-4]
         img = single_star()
-        tbl = CNNStarFinder(5.0 * u.adu, 3.0)(CCDData(img, unit='adu', wcs=w))
-        assert isinstance(tbl['sky_centroid'], SkyCoord)
-        expect = w.pixel_to_world(tbl['x_centroid'][0], tbl['y_centroid'][0])
-        assert tbl['sky_centroid'][0].separation(expect).arcsec < 1e-6
+        wcs = simple_wcs(img.shape)
+        tbl = CNNStarFinder(5.0 * u.adu, 3.0)(CCDData(img, unit='adu',
+                                                      wcs=wcs))
+        assert_sky_centroid(tbl, wcs)
         # Without a WCS the table is DAOStarFinder's (plus probability).
         assert 'sky_centroid' not in CNNStarFinder(5.0, 3.0)(img).colnames
 

@@ -25,6 +25,8 @@ from cnnfind.morphology._stamps import (
 from cnnfind.runtime.registry import ModelError
 from cnnfind.training.data import default_data_dir
 
+from .conftest import assert_sky_centroid, simple_wcs
+
 PROB_COLS = ['p_elliptical', 'p_spiral', 'p_no_galaxy']
 DATA = default_data_dir()
 
@@ -157,6 +159,9 @@ def test_quantity_and_nddata(clf, field):
     for c in PROB_COLS:
         np.testing.assert_allclose(q[c], ref[c])
         np.testing.assert_allclose(nd[c], ref[c])
+    assert 'sky_centroid' not in nd.colnames
+    wcs = simple_wcs(img.shape)
+    assert_sky_centroid(clf(NDData(img, wcs=wcs), positions=xy), wcs)
 
 
 def test_edge_source_is_padded(clf, field):

@@ -21,6 +21,8 @@ from cnnfind.psfstars import PSFStarSelector
 from cnnfind.runtime.registry import ModelError
 from cnnfind.simulation import render_profiles
 
+from .conftest import assert_sky_centroid, simple_wcs
+
 FWHM = 3.5
 
 
@@ -203,6 +205,10 @@ def test_units_and_nddata(selector):
     np.testing.assert_allclose(q['flux'].value, plain['flux'], rtol=1e-5)
     nd = selector(NDData(img), candidates=cat)
     np.testing.assert_allclose(nd['psf_score'], plain['psf_score'])
+    assert 'sky_centroid' not in nd.colnames
+    wcs = simple_wcs(img.shape)
+    sky = selector(NDData(img, wcs=wcs), candidates=cat)
+    assert_sky_centroid(sky, wcs)
 
 
 # -- whole pipeline on simulated fields ----------------------------------------

@@ -7,7 +7,6 @@ import warnings
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.nddata import NDData
 from astropy.utils.decorators import deprecated_renamed_argument
 from astropy.utils.exceptions import AstropyDeprecationWarning
@@ -15,6 +14,7 @@ from photutils.detection import StarFinderBase
 from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._validation import _positive_int_or_none
+from cnnfind._wcs import _add_sky_centroid
 from cnnfind.detection._input import _network_input
 from cnnfind.detection._kernel import _DAOKernel
 from cnnfind.detection._measure import (
@@ -56,19 +56,6 @@ def _sigmoid(x):
     """Logistic function (float32 in, float32 out)."""
     with np.errstate(over='ignore'):
         return 1.0 / (1.0 + np.exp(-x))
-
-
-def _with_sky_centroid(table, wcs):
-    """Add a ``sky_centroid`` column (as photutils' SourceCatalog) when
-    the data came with a celestial WCS."""
-    if wcs is None:
-        return table
-    x = np.asarray(table['x_centroid'], float)
-    y = np.asarray(table['y_centroid'], float)
-    sky = wcs.pixel_to_world(x, y)
-    if isinstance(sky, SkyCoord):
-        table['sky_centroid'] = sky
-    return table
 
 
 def _input_channels(session):
@@ -464,7 +451,7 @@ class CNNStarFinder(StarFinderBase):
             For non-2D data, a mask of the wrong shape, an image with no
             valid pixel or of zero noise, or mismatched units.
         """
-        wcs = data.wcs if isinstance(data, NDData) else None
+        original = data
         data, valid, unit, sky, noise = self._prepare(data, mask)
         threshold = _strip_unit(self.threshold, unit, 'threshold')
         peak_max = _strip_unit(self.peak_max, unit, 'peak_max')
@@ -568,7 +555,7 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
         if self.n_brightest is not None:
             cat = cat.select(np.argsort(-cat.flux_value)[:self.n_brightest])
-        return _with_sky_centroid(cat.to_table(), wcs)
+        return _add_sky_centroid(cat.to_table(), original)
 
     @staticmethod
     def _subpixel(heat, px, py):

@@ -10,6 +10,7 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.table import QTable
 
+from cnnfind._wcs import _add_sky_centroid
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.morphology._positions import positions_xy
 from cnnfind.morphology._prepare import (
@@ -163,7 +164,8 @@ class GalaxyMorphClassifier:
             ``id``, the positions (field mode), ``p_elliptical``,
             ``p_spiral``, ``p_no_galaxy`` (summing to 1), ``label``,
             ``masked_fraction`` and, in field mode, the stamp side used
-            (``stamp_size``).
+            (``stamp_size``) and, for an `~astropy.nddata.NDData` field
+            with a celestial WCS, ``sky_centroid``.
         """
         arr, mask = _unwrap(data, mask)
         if positions is None and arr.ndim != 2:
@@ -180,7 +182,7 @@ class GalaxyMorphClassifier:
             xy = self._detect(arr, disp)
             if xy is None:
                 return None
-        return self._classify_field(disp, xy)
+        return _add_sky_centroid(self._classify_field(disp, xy), data)
 
     def _field_display(self, arr, mask):
         """Display-scaled field ``(H, W, C)`` with NaN where invalid."""

@@ -13,6 +13,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._columns import _candidate_xy
 from cnnfind._validation import _positive_int_or_none
+from cnnfind._wcs import _add_sky_centroid
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import (
     STAMP,
@@ -282,8 +283,9 @@ class PSFStarSelector:
         table : `~astropy.table.QTable` or `None`
             Columns ``id, x_centroid, y_centroid, flux, peak, psf_score,
             snr, nearest_neighbour, roundness, sharpness`` (and
-            ``selected, reason`` with ``keep_rejected``), brightest
-            first. ``flux`` is the sky-subtracted flux within 3 FWHM,
+            ``selected, reason`` with ``keep_rejected``; ``sky_centroid``
+            when ``data`` is an `~astropy.nddata.NDData` with a celestial
+            WCS), brightest first. ``flux`` is the sky-subtracted flux within 3 FWHM,
             ``peak`` the sky-subtracted peak pixel, ``snr`` the aperture
             SNR within 1 FWHM, ``nearest_neighbour`` the distance to
             the nearest other candidate (pixels), ``roundness`` 1 - b/a
@@ -301,6 +303,7 @@ class PSFStarSelector:
             valid pixel or zero noise, or a candidates table without
             position columns.
         """
+        original = data
         data, mask, unit = _unpack(data, mask)
         valid = valid_pixel_mask(data, mask)
         if not valid.any():
@@ -383,7 +386,7 @@ class PSFStarSelector:
         tab.meta['n_reference'] = int(m['n_reference'])
         tab.meta['min_score'] = self.min_score
         tab.meta['pileup_level'] = self.pileup_level_
-        return tab
+        return _add_sky_centroid(tab, original)
 
     def _saturated(self, m, usable):
         """
