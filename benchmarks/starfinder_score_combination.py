@@ -1,0 +1,67 @@
+"""
+Rank CNNStarFinder detections by ``logit(probability) + w * log(SNR)``,
+SNR being the matched-filter SNR at the detection, and print the best F1 for
+a few weights ``w`` (``w = 0`` is the probability alone) on the benchmark
+scenarios (1024x1024, seeds 0 and 1 pooled, threshold 2 sigma,
+``min_probability=0.01``, match radius 3 px, truth SNR >= 3).
+
+    python benchmarks/starfinder_score_combination.py
+
+An experiment behind the training docs ("A tried variant"), not part of the
+package.
+"""
+
+import warnings
+
+import numpy as np
+
+from cnnfind import CNNStarFinder
+from cnnfind.detection._input import _matched_filter_snr
+from cnnfind.detection._measure import _stamps
+from cnnfind.evaluation.metrics import best_f1, scoring_mask, threshold_sweep
+from cnnfind.simulation import make_scenario
+
+WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+
+
+def _detections(scenario, seed):
+    sim = make_scenario(scenario, seed=seed)
+    img, st = sim['image'], sim['stars']
+    finder = CNNStarFinder(2 * sim['noise'], sim['fwhm'], min_probability=0.01)
+    tbl = finder(img - np.median(img), mask=sim['mask'])
+    data, valid, _, sky, noise = finder._prepare(img, sim['mask'])
+    resid = np.where(valid, (data - sky) / noise, 0).astype(np.float32)
+    snr_map = _matched_filter_snr(resid, sim['fwhm'])
+    xd = np.asarray(tbl['x_centroid'])
+    yd = np.asarray(tbl['y_centroid'])
+    xi = np.clip(np.round(xd).astype(int), 0, img.shape[1] - 1)
+    yi = np.clip(np.round(yd).astype(int), 0, img.shape[0] - 1)
+    snr = _stamps(snr_map, xi, yi, 1, 1).max(axis=(1, 2))
+    prob = np.clip(np.asarray(tbl['probability'], float), 1e-4, 1 - 1e-4)
+    required = scoring_mask(st['x'], st['y'], img.shape, snr=st['snr'],
+                            snr_min=3.0)
+    matchable = st['snr'] >= 2
+    return (st['x'][matchable], st['y'][matchable], required[matchable],
+            xd, yd, prob, snr)
+
+
+def main():
+    warnings.simplefilter('ignore')
+    print('scenario   ' + '  '.join(f'w={w:<5}' for w in WEIGHTS))
+    for scenario in ('sparse', 'crowded', 'faint', 'realistic'):
+        runs = [_detections(scenario, seed) for seed in (0, 1)]
+        f1 = []
+        for w in WEIGHTS:
+            parts = list(zip(*[
+                (xt + 5000 * k, yt, req, xd + 5000 * k, yd,
+                 np.log(p / (1 - p)) + w * np.log(np.clip(s, 0.1, None)))
+                for k, (xt, yt, req, xd, yd, p, s) in enumerate(runs)],
+                strict=True))
+            xt, yt, req, xd, yd, score = (np.concatenate(a) for a in parts)
+            sweep = threshold_sweep(xt, yt, xd, yd, score, 3.0, required=req)
+            f1.append(float(best_f1(sweep)['f1']))
+        print(f'{scenario:<10} ' + '  '.join(f'{v:.3f}  ' for v in f1))
+
+
+if __name__ == '__main__':
+    main()
