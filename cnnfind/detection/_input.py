@@ -1,6 +1,6 @@
 """
 The star-finder network's input: the normalised image, a validity channel
-and (models of version 2 and later) a matched-filter SNR channel. One
+and (for models with a three-channel input) a matched-filter SNR channel. One
 function, used both by `~cnnfind.CNNStarFinder` and by the training data,
 so the two can never disagree.
 """
@@ -59,7 +59,7 @@ def _network_input(data, valid, sky, noise, asinh_scale, fwhm, n_channels,
     fwhm : float
         PSF FWHM in pixels (the user's value, or the training hint).
     n_channels : {2, 3}
-        2: image and validity (version 1 models); 3: plus the
+        2: image and validity (the bundled model); 3: plus the
         matched-filter SNR, asinh-compressed like the image.
     out : float32 array, optional
         Where to write (shape at least ``(n_channels, ny, nx)``; the

@@ -59,7 +59,8 @@ def _sigmoid(x):
 
 
 def _input_channels(session):
-    """Channels of the image input: 2 (version 1 models) or 3."""
+    """Channels of the image input: 2 (the bundled model) or 3
+    (a model trained with a matched-filter channel)."""
     n = session.get_inputs()[0].shape[1]
     return n if isinstance(n, int) and n in (2, 3) else 2
 
