@@ -126,6 +126,21 @@ def _unpack_data(data, mask):
     return data, mask, unit
 
 
+def _prepare_image(data, mask, what):
+    """
+    Plain float32 image, combined mask, unit, validity map, sky and noise
+    from any input type; `ValueError` ending in ``what`` when no pixel is
+    valid.
+    """
+    data, mask, unit = _unpack_data(data, mask)
+    valid = valid_pixel_mask(data, mask)
+    if not valid.any():
+        msg = f'all pixels are masked or NaN: {what}'
+        raise ValueError(msg)
+    sky, noise = robust_sky_noise(data, valid)
+    return data, mask, unit, valid, sky, noise
+
+
 def _strip_unit(value, unit, name):
     """Value of ``threshold``/``peak_max`` in the data's unit."""
     if value is None:
@@ -334,12 +349,8 @@ class CNNStarFinder(StarFinderBase):
     @staticmethod
     def _prepare(data, mask):
         """Plain data, validity map, unit, sky and noise."""
-        data, mask, unit = _unpack_data(data, mask)
-        valid = valid_pixel_mask(data, mask)
-        if not valid.any():
-            msg = 'all pixels are masked or NaN: nothing to search'
-            raise ValueError(msg)
-        sky, noise = robust_sky_noise(data, valid)
+        data, _, unit, valid, sky, noise = _prepare_image(
+            data, mask, 'nothing to search')
         return data, valid, unit, sky, noise
 
     def _candidates(self, data, mask=None):

@@ -14,6 +14,8 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from cnnfind._columns import _candidate_xy
 from cnnfind._validation import _positive_int_or_none
 from cnnfind._wcs import _add_sky_centroid
+from cnnfind.detection.finder import _prepare_image
+from cnnfind.detection.finder import _unpack_data as _unpack
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import (
     STAMP,
@@ -21,7 +23,7 @@ from cnnfind.psfstars._features import (
     _pileup_level,
     _prepare_candidates,
 )
-from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+from cnnfind.runtime.normalize import valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import _providers, get_session
 
@@ -49,13 +51,6 @@ _PILEUP_FRACTION = 0.8
 def _sigmoid(x):
     with np.errstate(over='ignore'):
         return 1.0 / (1.0 + np.exp(-x))
-
-
-def _unpack(data, mask):
-    """Plain float32 image and combined mask from any input type."""
-    from cnnfind.detection.finder import _unpack_data
-    data, mask, unit = _unpack_data(data, mask)
-    return data, mask, unit
 
 
 class PSFStarSelector:
@@ -304,12 +299,8 @@ class PSFStarSelector:
             position columns.
         """
         original = data
-        data, mask, unit = _unpack(data, mask)
-        valid = valid_pixel_mask(data, mask)
-        if not valid.any():
-            msg = 'all pixels are masked or NaN: nothing to select from'
-            raise ValueError(msg)
-        sky, noise = robust_sky_noise(data, valid)
+        data, mask, unit, valid, sky, noise = _prepare_image(
+            data, mask, 'nothing to select from')
         fwhm = self.fwhm
         if fwhm is None:
             fwhm = self._estimate_fwhm(data, mask, valid, sky, noise)
