@@ -7,15 +7,11 @@ shape and brightness columns.
 import warnings
 
 import numpy as np
-from astropy.utils import minversion
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = []
+from cnnfind._compat import PHOTUTILS_GE_31
 
-#: DAOStarFinder's ``flux`` is the sum over the kernel's footprint (its
-#: circular mask) from photutils 3.1, over the whole kernel box before.
-#: CNNStarFinder follows the installed photutils, so the two agree.
-_FLUX_IN_FOOTPRINT = minversion('photutils', '3.1')
+__all__ = []
 
 
 def _stamps(image, xi, yi, ry, rx, fill=0.0):
@@ -231,8 +227,10 @@ def _dao_columns(data, valid, fill, xi, yi, kernel, chunk=512):
         out['roundness1'].append(round1)
         out['roundness2'].append(round2)
         out['peak'].append(peak)
+        # As the installed DAOStarFinder: the kernel footprint from
+        # photutils 3.1, the whole kernel box in 3.0.
         out['flux'].append((cut * kernel.mask).sum(axis=(1, 2))
-                           if _FLUX_IN_FOOTPRINT else cut.sum(axis=(1, 2)))
+                           if PHOTUTILS_GE_31 else cut.sum(axis=(1, 2)))
         out['conv_peak'].append(conv_peak)
     return {k: (np.concatenate(v) if v else np.zeros(0))
             for k, v in out.items()}

@@ -48,6 +48,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from cnnfind._compat import SOURCEFINDER_QUIET
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 
 __all__ = ['PeerResult', 'run_cnnfind', 'run_dao', 'run_iraf',
@@ -296,7 +297,7 @@ def run_sourcefinder(data, fwhm, threshold=1.0, *, mask=None, n_pixels=5,
     kernel = make_2dgaussian_kernel(fwhm, size=size)
     conv = convolve(sub, kernel)
     rms = np.asarray(bkg.background_rms)
-    kwargs.setdefault('progress_bar', False)
+    kwargs = {**SOURCEFINDER_QUIET, **kwargs}
     if kwargs.get('deblend', True) and not _have_skimage():
         # photutils deblends with scikit-image's watershed.
         warnings.warn('scikit-image is not installed: SourceFinder runs '

@@ -10,6 +10,7 @@ import numpy as np
 from astropy.nddata import NDData
 from astropy.table import QTable
 
+from cnnfind._compat import SOURCEFINDER_QUIET
 from cnnfind._wcs import _add_sky_centroid
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.morphology._positions import positions_xy
@@ -248,7 +249,7 @@ class GalaxyMorphClassifier:
         data = np.where(valid, arr, np.nan).astype(np.float32)
         sky, noise = robust_sky_noise(data, valid)
         sub = np.where(valid, data - sky, 0.0)
-        finder = SourceFinder(n_pixels=10, progress_bar=False)
+        finder = SourceFinder(n_pixels=10, **SOURCEFINDER_QUIET)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             segm = finder(sub, 3.0 * noise, mask=~valid)
