@@ -105,9 +105,9 @@ def _pad(arr, multiple):
 
 
 def _starfinder_feed(model, data, mask, fwhm):
-    from cnnfind.detection.finder import CNNStarFinder
+    from cnnfind.detection._input import _network_input
+    from cnnfind.detection.finder import CNNStarFinder, _input_channels
     from cnnfind.runtime.session import get_session
-    from cnnfind.training.survey import _starfinder_input
     fwhm = 3.0 if fwhm is None else float(fwhm)
     finder = CNNStarFinder(threshold=1.0, fwhm=fwhm, model=model)
     data, valid, _, sky, noise = finder._prepare(data, mask)
@@ -115,9 +115,8 @@ def _starfinder_feed(model, data, mask, fwhm):
     norm = card['normalization']
     sess = get_session(finder.model, device='cpu')
     inputs = sess.get_inputs()
-    n_ch = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 2
-    x = _starfinder_input(data, valid, sky, noise, fwhm,
-                          asinh_scale=norm['asinh_scale'], n_channels=n_ch)
+    x = _network_input(data, valid, sky, noise, norm['asinh_scale'], fwhm,
+                       _input_channels(sess))
     x = _pad(x, int(card['size_multiple']))[None]
     f = np.full((1, 1, 1, 1), np.log(fwhm / norm['fwhm_ref']), np.float32)
     return {inputs[0].name: x, inputs[1].name: f}

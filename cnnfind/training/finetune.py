@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnfind.detection._input import _network_input
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
 from cnnfind.training.export import write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
 from cnnfind.training.starfinder import export_starnet
-from cnnfind.training.survey import _starfinder_input, read_field
+from cnnfind.training.survey import read_field
 
 __all__ = ['onnx_state_dict', 'starnet_from_onnx', 'FieldPatches', 'main',
            'build_parser']
@@ -136,9 +137,8 @@ class FieldPatches:
                 continue
             sky, noise = robust_sky_noise(f['image'], valid)
             fwhm = float(f['header'].get('FWHM', 3.0))
-            x = _starfinder_input(f['image'], valid, sky, noise, fwhm,
-                                  asinh_scale=asinh_scale,
-                                  n_channels=n_channels)
+            x = _network_input(f['image'], valid, sky, noise, asinh_scale,
+                               fwhm, n_channels)
             self.fields.append((x, f['target'], f['weight'],
                                 np.float32(np.log(fwhm / fwhm_ref))))
         if not self.fields:

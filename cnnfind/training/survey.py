@@ -140,20 +140,22 @@ def _estimate_fwhm(data, valid, sky, noise, x, y, mag, saturation):
 
 def _unlisted_peaks(data, valid, sky, noise, fwhm, cx, cy, snr):
     """
-    Local maxima of the matched-filtered image above ``snr`` that lie
-    more than 1.5 FWHM from every catalogue position ``(cx, cy)``.
+    Local maxima of the matched-filter SNR map (the star finder's, see
+    `cnnfind.detection._input`) above ``snr`` that lie more than 1.5 FWHM
+    from every catalogue position ``(cx, cy)``.
     """
     from scipy import ndimage
-    sigma = fwhm / 2.3548
-    resid = np.where(valid, (data - sky) / noise, 0.0)
-    sm = ndimage.gaussian_filter(resid, sigma, mode='constant')
-    # White noise: the filtered map's std is 1 / (2 sqrt(pi) sigma).
-    sm *= 2.0 * np.sqrt(np.pi) * sigma
+    from scipy.spatial import cKDTree
+
+    from cnnfind.detection._input import _matched_filter_snr
+    resid = np.where(valid, (data - sky) / noise, 0.0).astype(np.float32)
+    sm = _matched_filter_snr(resid, fwhm)
     peak = (sm == ndimage.maximum_filter(sm, size=3)) & (sm >= snr) & valid
     py, px = np.nonzero(peak)
     if len(px) and len(cx):
-        d = np.hypot(px[:, None] - cx[None, :], py[:, None] - cy[None, :])
-        far = d.min(axis=1) > 1.5 * fwhm
+        d, _ = cKDTree(np.column_stack([cx, cy])).query(
+            np.column_stack([px, py]))
+        far = d > 1.5 * fwhm
         px, py = px[far], py[far]
     return px.astype(float), py.astype(float)
 
@@ -492,19 +494,6 @@ def build_from_files(image_path, catalog_paths, out_path, *, hdu=None,
 
 
 # -- the star-finder network's input ---------------------------------------
-def _starfinder_input(data, valid, sky, noise, fwhm, *, asinh_scale,
-                      n_channels, out=None):
-    """
-    The star-finder's input ``(n_channels, ny, nx)`` for fine-tuning
-    (`cnnfind.training.finetune`) and the activation maps
-    (`cnnfind.training.activations`): the same function that
-    `~cnnfind.CNNStarFinder` and the star-finder training use.
-    """
-    from cnnfind.detection._input import _network_input
-    return _network_input(data, valid, sky, noise, asinh_scale, fwhm,
-                          n_channels, out=out)
-
-
 # -- online ----------------------------------------------------------------
 def random_positions(n, *, min_abs_b=20.0, seed=None):
     """
