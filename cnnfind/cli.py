@@ -380,6 +380,23 @@ def _package_version():
         return 'unknown'
 
 
+def background_level(data, mask=None):
+    """
+    The background median and noise that ``cnnfind find`` (and the
+    viewer) subtract and scale ``--threshold-sigma`` by: 3-sigma-clipped
+    statistics. `ValueError` when the noise is zero or undefined.
+    """
+    import numpy as np
+    from astropy.stats import sigma_clipped_stats
+
+    _, median, std = sigma_clipped_stats(data, sigma=3.0, mask=mask)
+    if not np.isfinite(std) or std <= 0:
+        msg = ('the sigma-clipped background noise is zero or undefined; '
+               'is the image constant?')
+        raise ValueError(msg)
+    return float(median), float(std)
+
+
 def detect(data, mask=None, *, fwhm=3.0, threshold_sigma=5.0,
            min_probability=None, model=None, device='auto', progress=False,
            n_threads=None):
@@ -394,14 +411,12 @@ def detect(data, mask=None, *, fwhm=3.0, threshold_sigma=5.0,
     info : dict
         Background ``median`` and ``std`` and the absolute ``threshold``.
     """
-    import numpy as np
-    from astropy.stats import sigma_clipped_stats
     from photutils.utils.exceptions import NoDetectionsWarning
 
-    _, median, std = sigma_clipped_stats(data, sigma=3.0, mask=mask)
-    if not np.isfinite(std) or std <= 0:
-        raise CLIError('the sigma-clipped background noise is zero or '
-                       'undefined; is the image constant?')
+    try:
+        median, std = background_level(data, mask)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     threshold = threshold_sigma * std
 
     finder_cls = _get_finder_class()

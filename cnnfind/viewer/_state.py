@@ -101,7 +101,7 @@ class ViewerState:
     def __init__(self, data, mask=None, *, fwhm=None, threshold_sigma=5.0,
                  name='image', out='catalogue.ecsv', meta=None, wcs=None,
                  **finder_kwargs):
-        from astropy.stats import sigma_clipped_stats
+        from cnnfind.cli import background_level
 
         data = np.asarray(data, dtype=float)
         if data.ndim != 2:
@@ -110,11 +110,7 @@ class ViewerState:
         if not np.isfinite(threshold_sigma) or threshold_sigma < 0:
             msg = f'threshold_sigma must be >= 0, not {threshold_sigma!r}'
             raise ValueError(msg)
-        _, median, std = sigma_clipped_stats(data, sigma=3.0, mask=mask)
-        if not np.isfinite(std) or std <= 0:
-            msg = ('the sigma-clipped background noise is zero or '
-                   'undefined; is the image constant?')
-            raise ValueError(msg)
+        median, std = background_level(data, mask)
         self.image = data
         self.mask = mask
         self.data = data - median
