@@ -347,3 +347,114 @@ def _pileup_level(peak, flux, usable, *, min_stars=10, max_slope=0.5):
     if not slope < max_slope:
         return None
     return float(np.median(peak[idx[-max(len(idx) // 4, 3):]]))
+
+
+def _blend_statistics(data, valid, sky, x, y, fwhm, test, reference):
+    """
+    Evidence that a star is an unresolved blend (a close double, a
+    faint neighbour in the core): significant excess second moments
+    against the field's PSF.
+
+    Each star is shifted (cubic spline) so that its centroid falls on a
+    pixel centre and divided by its peak. The median of the shifted
+    ``reference`` stars is the empirical PSF ``R``. Within 2 FWHM, each
+    star is fitted by least squares with ``R``, its first derivatives
+    (a residual centring error), a constant and its second derivatives
+    (a change of the second moments: what a companion closer than the
+    core adds). The second-order coefficients, relative to the fitted
+    amplitude, minus a smooth function of position fitted to the
+    reference stars (``_smooth_trend``: a PSF that changes across the
+    field is not a blend), give
+
+    * ``chi2``: their significance, with the covariance from the fit
+      and the noise from the star's own residual (3 degrees of
+      freedom);
+    * ``broadening``: the excess of the fitted second moment
+      (``xx + yy``), as a fraction of the PSF's ``(FWHM / 2.3548)**2``
+      (positive: broader than the PSF).
+
+    Both are NaN for stars not in ``test``, and everywhere when fewer
+    than three reference stars are usable.
+    """
+    n = len(x)
+    chi2 = np.full(n, np.nan)
+    broadening = np.full(n, np.nan)
+    h = int(np.ceil(2.0 * fwhm)) + 1
+    pad = 3
+    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, h + pad)
+    ok = svalid.all(axis=(1, 2)) & np.isfinite(x) & np.isfinite(y)
+    use = np.flatnonzero((test | reference) & ok)
+    ref = reference[use]
+    if ref.sum() < 3:
+        return chi2, broadening
+    from scipy import ndimage
+    shifted = np.empty((len(use), 2 * h + 1, 2 * h + 1))
+    sky = np.broadcast_to(np.asarray(sky, float), (n,))
+    for k, i in enumerate(use):
+        s = ndimage.shift(stamps[i] - sky[i], (yi[i] - y[i], xi[i] - x[i]),
+                          order=3, mode='nearest')
+        shifted[k] = s[pad:-pad, pad:-pad]
+    amp = shifted[:, h - 1:h + 2, h - 1:h + 2].reshape(len(use), -1).max(1)
+    norm = shifted / np.maximum(amp, 1e-30)[:, None, None]
+    psf = np.median(norm[ref], axis=0)
+    gy, gx = np.gradient(psf)
+    gyy, _ = np.gradient(gy)
+    gxy, gxx = np.gradient(gx)
+    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+    fit = np.hypot(xx, yy) <= 2.0 * fwhm
+    basis = np.column_stack([psf[fit], gx[fit], gy[fit], np.ones(fit.sum()),
+                             gxx[fit], gyy[fit], gxy[fit]])
+    inv = np.linalg.inv(basis.T @ basis)
+    values = norm[:, fit]
+    coef = values @ basis @ inv.T
+    resid = values - coef @ basis.T
+    s2 = (resid**2).sum(axis=1) / (fit.sum() - basis.shape[1])
+    amp_fit = coef[:, 0]
+    second = coef[:, 4:] / np.where(amp_fit > 0, amp_fit, np.nan)[:, None]
+    ref &= np.isfinite(second).all(axis=1)
+    if ref.sum() < 3:
+        return chi2, broadening
+    trend = _smooth_trend(x[use], y[use], second, ref)
+    excess = second - trend
+    cinv = np.linalg.inv(inv[4:, 4:])
+    with np.errstate(invalid='ignore', divide='ignore'):
+        c2 = (np.einsum('ni,ij,nj->n', excess, cinv, excess)
+              * amp_fit**2 / s2)
+    tested = test[use]
+    chi2[use[tested]] = c2[tested]
+    sigma2 = (fwhm / 2.3548)**2
+    broadening[use[tested]] = ((excess[:, 0] + excess[:, 1]) / sigma2)[tested]
+    return chi2, broadening
+
+
+def _smooth_trend(x, y, values, reference, *, n_clip=3, clip=3.0):
+    """
+    A polynomial in position fitted to ``values`` (N, K) of the
+    ``reference`` rows, evaluated at every row: quadratic with 12 or
+    more reference rows, linear with 6 or more, else constant (PSFEx's
+    default degree of PSF variation is 2). Rows more than ``clip``
+    robust standard deviations from the fit are left out and the fit
+    repeated (``n_clip`` times), so that outliers (the blends this is
+    for) do not bend it.
+    """
+    n_ref = int(reference.sum())
+    u = (x - x.mean()) / max(np.ptp(x), 1.0)
+    v = (y - y.mean()) / max(np.ptp(y), 1.0)
+    terms = [np.ones_like(u)]
+    if n_ref >= 6:
+        terms += [u, v]
+    if n_ref >= 12:
+        terms += [u * u, u * v, v * v]
+    design = np.column_stack(terms)
+    fit_rows = reference.copy()
+    for _ in range(n_clip + 1):
+        coef = np.linalg.lstsq(design[fit_rows], values[fit_rows],
+                               rcond=None)[0]
+        resid = values - design @ coef
+        mad = 1.4826 * np.median(np.abs(resid[fit_rows]), axis=0)
+        out = np.any(np.abs(resid) > clip * np.maximum(mad, 1e-12), axis=1)
+        new = reference & ~out
+        if new.sum() < len(terms) + 2 or np.array_equal(new, fit_rows):
+            break
+        fit_rows = new
+    return design @ coef

@@ -19,6 +19,7 @@ from cnnfind.detection.finder import _unpack_data as _unpack
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import (
     STAMP,
+    _blend_statistics,
     _core_fwhm,
     _pileup_level,
     _prepare_candidates,
@@ -35,7 +36,8 @@ _CARD_KEYS = ('stamp_size', 'default_min_score', 'normalization')
 REASONS = ('near edge or mask', 'saturated', 'too faint',
            'neighbour within {n} FWHM', 'cosmic ray / hot pixel',
            'cosmic ray / hot pixel', 'not point-like / extended',
-           'other light in box', 'odd shape')
+           'other light in box', 'odd shape',
+           'unresolved blend / double star')
 
 #: A pixel outside the core that differs from the reference stamp by
 #: more than this fraction of the peak, and by more than
@@ -46,6 +48,11 @@ _OUTLIER_SIGMA = 5.0
 #: ``_pileup_level``), peaks above this fraction of the pile-up level
 #: are taken as saturated.
 _PILEUP_FRACTION = 0.8
+#: A star whose second moments exceed the local PSF's with a
+#: significance (chi-square, 3 degrees of freedom) above this, and that
+#: is broader than the PSF, is taken as an unresolved blend (see
+#: ``_blend_statistics``).
+_BLEND_CHI2 = 20.0
 
 
 def _sigmoid(x):
@@ -73,7 +80,14 @@ class PSFStarSelector:
     5 times the noise (the larger of the image noise and the cutout's
     own residual scatter) rejects the star too: as a cosmic ray / hot
     pixel when it is a single pixel or a one-pixel-wide track, else as
-    other light in the box. The network was trained on
+    other light in the box. Last, the stars that passed everything are
+    the field's empirical PSF: each is fitted with their median (after
+    a sub-pixel shift) and its derivatives, and a star whose second
+    moments exceed those of its nearest neighbours among them with a
+    chi-square above 20 (3 degrees of freedom), and is broader, is an
+    unresolved blend or close double star (a companion inside the core
+    that neither the isolation rule nor the cutout can show), as
+    PSFEx-style residual tests find them. The network was trained on
     simulated fields and stars injected into real frames, labelled good
     when nothing but the star's own light lies in its box (see the
     model card).
@@ -277,7 +291,8 @@ class PSFStarSelector:
         -------
         table : `~astropy.table.QTable` or `None`
             Columns ``id, x_centroid, y_centroid, flux, peak, psf_score,
-            snr, nearest_neighbour, roundness, sharpness`` (and
+            snr, nearest_neighbour, roundness, sharpness, blend_chi2``
+            (and
             ``selected, reason`` with ``keep_rejected``; ``sky_centroid``
             when ``data`` is an `~astropy.nddata.NDData` with a celestial
             WCS), brightest first. ``flux`` is the sky-subtracted flux within 3 FWHM,
@@ -287,7 +302,9 @@ class PSFStarSelector:
             from weighted second moments and ``sharpness`` the peak /
             core flux ratio relative to the median of the stars that
             make the field's reference stamp (1 for the PSF, > 1
-            sharper, < 1 broader). `None` (with a
+            sharper, < 1 broader), ``blend_chi2`` the significance of
+            the star's excess second moments over the field's PSF
+            (NaN for stars rejected before that test). `None` (with a
             `~photutils.utils.exceptions.NoDetectionsWarning`) when no
             candidate qualifies.
 
@@ -337,9 +354,15 @@ class PSFStarSelector:
                  outlier & m['resid_sharp'], bad & (sharp > 1.3),
                  bad & ((m['size'] > 1.25) | (sharp < 0.75)), outlier, low)
         reason = np.full(len(x), '', dtype=object)
-        for text, hit in zip(REASONS, tests, strict=True):
+        for text, hit in zip(REASONS[:-1], tests, strict=True):
             text = text.format(n=f'{self.isolation:g}')
             reason[(reason == '') & hit] = text
+        # The survivors are the field's PSF; a star significantly
+        # broader than its neighbours among them is a blend.
+        passed = reason == ''
+        chi2, broad = _blend_statistics(data, valid, m['local_sky'], x, y,
+                                        fwhm, passed, passed)
+        reason[passed & (chi2 > _BLEND_CHI2) & (broad > 0)] = REASONS[-1]
         selected = reason == ''
         if self.max_stars is not None:
             sel_idx = np.flatnonzero(selected)
@@ -368,6 +391,7 @@ class PSFStarSelector:
         tab['nearest_neighbour'] = m['nearest'][keep]
         tab['roundness'] = m['roundness'][keep]
         tab['sharpness'] = sharp[keep]
+        tab['blend_chi2'] = chi2[keep]
         if keep_rejected:
             tab['selected'] = selected[keep]
             tab['reason'] = np.array([str(r) for r in reason[keep]])
