@@ -47,6 +47,7 @@ Examples
     python benchmarks/bench_psfstars.py --quick
     python benchmarks/bench_psfstars.py --seeds 0 1 2 --real
     python benchmarks/bench_psfstars.py --seeds 0 --real --diagnose
+    python benchmarks/bench_psfstars.py --seeds 0 1 --jackknife 6
 """
 
 import os
@@ -112,7 +113,8 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def simulated(seeds, shape, n_brightest, log, diagnose=False):
+def simulated(seeds, shape, n_brightest, log, diagnose=False, jackknife=0):
+    rng_jack = np.random.default_rng(0)
     rows = []
     speed = []
     for seed in seeds:
@@ -154,6 +156,13 @@ def simulated(seeds, shape, n_brightest, log, diagnose=False):
             log(f'seed {seed} {name:8s} n={q["n_selected"]:4d} purity '
                 f'{q["purity"]:.3f} completeness {q["completeness"]:.3f} '
                 f'rms {rms:.5f} time {t:.2f} s')
+        for k in rng_jack.choice(len(sel), min(jackknife, len(sel)),
+                                 replace=False):
+            keep = np.arange(len(sel)) != k
+            x, y, _ = sels['cnnfind']
+            rms = epsf_residual(build_epsf(data, x[keep], y[keep]), psf)
+            log(f'seed {seed} cnnfind without selected star {k}: rms '
+                f'{rms:.5f}')
         if diagnose:
             _diagnose(f'simulated seed {seed}', tab, selector)
         speed.append(dict(seed=seed, n_candidates=n_cand, t_score=t_score,
@@ -190,6 +199,16 @@ def _summary(rows, speed, args):
     print(f'  cnnfind / truth = {agg["cnnfind"] / agg["truth"]:.3f}, '
           f'cnnfind / psfex = {agg["cnnfind"] / agg["psfex"]:.3f}, '
           f'cnnfind / dao = {agg["cnnfind"] / agg["dao"]:.3f}')
+    cnn = [x for x in rows if x['method'] == 'cnnfind']
+    pur = np.array([x['purity'] for x in cnn])
+    print('  per field: cnnfind purity ' + ' '.join(f'{p:.3f}' for p in pur)
+          + f' ({(pur >= 0.98).sum()} of {len(pur)} fields >= 0.98)')
+    for base in ('psfex', 'dao'):
+        ref = {x['seed']: x['rms'] for x in rows if x['method'] == base}
+        ratio = np.array([x['rms'] / ref[x['seed']] for x in cnn])
+        print(f'  per field: cnnfind / {base} ePSF RMS '
+              + ' '.join(f'{r:.2f}' for r in ratio)
+              + f' ({(ratio <= 0.85).sum()} of {len(ratio)} fields <= 0.85)')
     print()
     print('Speed (per field)')
     for s in speed:
@@ -322,6 +341,10 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='one 512x512 field')
     p.add_argument('--quiet', action='store_true')
+    p.add_argument('--jackknife', type=int, default=0, metavar='K',
+                   help='rebuild the cnnfind ePSF K times per field, each '
+                        'time without one random selected star, and print '
+                        'the RMS (how much one star moves it)')
     p.add_argument('--diagnose', action='store_true',
                    help='print, per rejection reason, the counts and the '
                         'measured statistics against their cuts')
@@ -336,7 +359,8 @@ def main(argv=None):
           f'load average {open("/proc/loadavg").read().split()[:3]}')
     log = (lambda *a: None) if args.quiet else print
     rows, speed = simulated(args.seeds, (args.size, args.size),
-                            args.n_brightest, log, args.diagnose)
+                            args.n_brightest, log, args.diagnose,
+                            args.jackknife)
     _summary(rows, speed, args)
     if args.real:
         real(log, args.diagnose)
