@@ -265,3 +265,38 @@ def test_simulated_field_noise_matches():
     assert abs(f['noise'] - np.sqrt(5.0**2 + 400.0) / 1.5) < 1e-9
     with pytest.raises(ValueError, match='kind'):
         simulate_denoise_field(kind='comets')
+
+
+def test_simulated_galaxy_truth_matches_the_truth_image():
+    from cnnfind.simulation.psf import render_profiles
+    gain = 1.5
+    f = simulate_denoise_field((160, 144), 'galaxies', seed=8, gain=gain)
+    g, st = f['galaxies'], f['stars']
+    keys = ('x', 'y', 'flux', 'snr', 're', 'n', 'q', 'theta', 'sb')
+    assert set(g) == set(keys)
+    assert len(g['x']) > 3 and all(len(g[k]) == len(g['x']) for k in keys)
+    # Galaxy light = truth - sky - stars; each galaxy's stamp is
+    # normalised inside the image, so it holds the summed true flux.
+    stars = np.zeros(f['truth'].shape)
+    render_profiles(stars, st['x'], st['y'], st['flux'] * gain, f['fwhm'])
+    light = f['truth'].astype(float) - f['sky'] - stars / gain
+    np.testing.assert_allclose(light.sum(), g['flux'].sum(), rtol=1e-4)
+    # Extended light at every galaxy centre, well above the sky noise
+    # for the bright ones.
+    iy = np.round(g['y']).astype(int).clip(0, 159)
+    ix = np.round(g['x']).astype(int).clip(0, 143)
+    assert np.all(light[iy, ix] > 0)
+    bright = g['sb'] > 5
+    assert np.all(light[iy, ix][bright] > f['noise'])
+    # SNR and surface brightness follow from flux, size and noise.
+    sig = f['fwhm'] / 2.35
+    np.testing.assert_allclose(
+        g['snr'], g['flux'] / (f['noise'] * np.sqrt(
+            4 * np.pi * (g['re']**2 + sig**2))), rtol=1e-9)
+    np.testing.assert_allclose(
+        g['sb'], 0.5 * g['flux'] / (np.pi * g['re']**2 * g['q'])
+        / f['noise'], rtol=1e-9)
+    assert np.all((g['snr'] >= 10) & (g['snr'] <= 10**2.7))
+    for kind in ('stars', 'nebula'):
+        other = simulate_denoise_field((64, 64), kind, seed=8)
+        assert all(len(v) == 0 for v in other['galaxies'].values())

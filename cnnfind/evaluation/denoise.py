@@ -336,14 +336,25 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
     -------
     field : dict
         ``image`` and ``truth`` (float32, ADU, sky included), ``sky``
-        (ADU), ``noise`` (sky noise, ADU), ``fwhm`` and ``stars`` (dict
-        of arrays ``x``, ``y``, ``flux`` (ADU), ``snr``).
+        (ADU), ``noise`` (sky noise, ADU), ``fwhm``, ``stars`` (dict
+        of arrays ``x``, ``y``, ``flux`` (ADU), ``snr``) and
+        ``galaxies`` (dict of arrays, empty unless ``kind='galaxies'``:
+        centre ``x``, ``y``; total ``flux`` (ADU); ``snr``, the flux
+        over the sky noise in a circular aperture of radius
+        ``2 * sqrt(re**2 + (fwhm / 2.35)**2)``, log-uniform in 10-500;
+        Sersic half-light semi-major axis ``re`` (pixels), index ``n``,
+        axis ratio ``q`` and position angle ``theta`` (radians); ``sb``,
+        the mean surface brightness inside the half-light ellipse
+        before the PSF, in units of the sky noise per pixel).
 
     Examples
     --------
     >>> from cnnfind.evaluation.denoise import simulate_denoise_field
     >>> f = simulate_denoise_field((64, 64), 'nebula', seed=1)
     >>> f['image'].shape == f['truth'].shape == (64, 64)
+    True
+    >>> g = simulate_denoise_field((128, 128), 'galaxies', seed=1)
+    >>> len(g['galaxies']['x']) > 0
     True
     """
     from cnnfind.simulation.fields import _powerlaw, _sersic, _smooth_field
@@ -361,16 +372,23 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
     flux_e = snr * noise_e / np.sqrt(psf_sum_squares(fwhm))
     src = np.zeros(shape)
     render_profiles(src, x, y, flux_e, fwhm)
+    gal = {k: [] for k in ('x', 'y', 'flux', 'snr', 're', 'n', 'q',
+                           'theta')}
     if kind == 'galaxies':
         for _ in range(rng.poisson(400 * ny * nx / 1e6) + 1):
+            # The draws are in the order of the original one-expression
+            # call, so that the pixels do not depend on this bookkeeping.
             re = fwhm * rng.uniform(1.0, 4.0) + 1.0
             gsnr = 10 ** rng.uniform(1.0, 2.7)
             gflux = gsnr * noise_e * np.sqrt(
                 4 * np.pi * (re**2 + (fwhm / 2.35)**2))
-            src += _sersic(shape, rng.uniform(0, nx), rng.uniform(0, ny),
-                           gflux, re, rng.uniform(0.5, 4.0),
-                           rng.uniform(0.3, 1.0), rng.uniform(0, np.pi),
-                           fwhm)
+            gx, gy = rng.uniform(0, nx), rng.uniform(0, ny)
+            sn, q, theta = (rng.uniform(0.5, 4.0), rng.uniform(0.3, 1.0),
+                            rng.uniform(0, np.pi))
+            src += _sersic(shape, gx, gy, gflux, re, sn, q, theta, fwhm)
+            for k, v in zip(gal, (gx, gy, gflux, gsnr, re, sn, q, theta),
+                            strict=True):
+                gal[k].append(v)
     elif kind == 'nebula':
         neb = _smooth_field(rng, shape, rng.uniform(0.15, 0.4) * max(shape))
         fil = _smooth_field(rng, shape, 0.05 * max(shape))
@@ -381,7 +399,19 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
     return {'image': (img / gain).astype(np.float32),
             'truth': (expected / gain).astype(np.float32),
             'sky': sky / gain, 'noise': noise_e / gain, 'fwhm': fwhm,
-            'stars': {'x': x, 'y': y, 'flux': flux_e / gain, 'snr': snr}}
+            'stars': {'x': x, 'y': y, 'flux': flux_e / gain, 'snr': snr},
+            'galaxies': _galaxy_truth(gal, gain, noise_e)}
+
+
+def _galaxy_truth(gal, gain, noise_e):
+    """The galaxies' parameters as arrays; flux in ADU, ``sb`` the mean
+    surface brightness inside the half-light ellipse (before the PSF)
+    in units of the sky noise per pixel."""
+    out = {k: np.asarray(v, float) for k, v in gal.items()}
+    out['sb'] = (0.5 * out['flux'] / (np.pi * out['re']**2 * out['q'])
+                 / noise_e)
+    out['flux'] = out['flux'] / gain
+    return out
 
 
 def card_metrics(onnx_path, card, *, n_fields=3, size=256, seed=12345,
