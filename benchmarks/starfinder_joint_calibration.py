@@ -23,10 +23,8 @@ import argparse
 import warnings
 
 import numpy as np
+from starfinder_score_combination import detect_with_snr
 
-from cnnfind import CNNStarFinder
-from cnnfind.detection._input import _matched_filter_snr
-from cnnfind.detection._measure import _stamps
 from cnnfind.evaluation import match_sources
 from cnnfind.evaluation.metrics import best_f1, scoring_mask, threshold_sweep
 from cnnfind.simulation import make_scenario
@@ -38,20 +36,9 @@ SCENARIOS = ('sparse', 'crowded', 'faint', 'realistic')
 
 def _features(image, mask, fwhm, stars):
     """Detections, their two features and whether they match a star."""
-    finder = CNNStarFinder(1.0, fwhm, min_probability=0.01)
-    data, valid, _, sky, noise = finder._prepare(image, mask)
-    finder = CNNStarFinder(2.0 * noise, fwhm, min_probability=0.01)
-    tbl = finder(image - sky, mask=mask)
-    if tbl is None:
+    xd, yd, p, snr = detect_with_snr(image, mask, fwhm)
+    if len(xd) == 0:
         return None
-    resid = np.where(valid, (data - sky) / noise, 0).astype(np.float32)
-    snr_map = _matched_filter_snr(resid, fwhm)
-    xd = np.asarray(tbl['x_centroid'])
-    yd = np.asarray(tbl['y_centroid'])
-    xi = np.clip(np.round(xd).astype(int), 0, image.shape[1] - 1)
-    yi = np.clip(np.round(yd).astype(int), 0, image.shape[0] - 1)
-    snr = _stamps(snr_map, xi, yi, 1, 1).max(axis=(1, 2))
-    p = np.clip(np.asarray(tbl['probability'], float), 1e-4, 1 - 1e-4)
     feats = np.column_stack([np.log(p / (1 - p)),
                              np.log(np.clip(snr, 0.1, None))])
     real = stars['snr'] >= 2

@@ -24,20 +24,35 @@ from cnnfind.simulation import make_scenario
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
+def detect_with_snr(image, mask, fwhm, noise=None):
+    """
+    CNNStarFinder detections at 2 sigma (``noise``; default the finder's
+    own estimate) with ``min_probability=0.01``: positions, probability
+    and the matched-filter SNR at each detection.
+    """
+    finder = CNNStarFinder(1.0, fwhm, min_probability=0.01)
+    data, valid, _, sky, est = finder._prepare(image, mask)
+    noise = est if noise is None else noise
+    finder = CNNStarFinder(2 * noise, fwhm, min_probability=0.01)
+    tbl = finder(image - np.median(image), mask=mask)
+    if tbl is None:
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0)
+    resid = np.where(valid, (data - sky) / est, 0).astype(np.float32)
+    snr_map = _matched_filter_snr(resid, fwhm)
+    xd = np.asarray(tbl['x_centroid'])
+    yd = np.asarray(tbl['y_centroid'])
+    xi = np.clip(np.round(xd).astype(int), 0, image.shape[1] - 1)
+    yi = np.clip(np.round(yd).astype(int), 0, image.shape[0] - 1)
+    snr = _stamps(snr_map, xi, yi, 1, 1).max(axis=(1, 2))
+    prob = np.clip(np.asarray(tbl['probability'], float), 1e-4, 1 - 1e-4)
+    return xd, yd, prob, snr
+
+
 def _detections(scenario, seed):
     sim = make_scenario(scenario, seed=seed)
     img, st = sim['image'], sim['stars']
-    finder = CNNStarFinder(2 * sim['noise'], sim['fwhm'], min_probability=0.01)
-    tbl = finder(img - np.median(img), mask=sim['mask'])
-    data, valid, _, sky, noise = finder._prepare(img, sim['mask'])
-    resid = np.where(valid, (data - sky) / noise, 0).astype(np.float32)
-    snr_map = _matched_filter_snr(resid, sim['fwhm'])
-    xd = np.asarray(tbl['x_centroid'])
-    yd = np.asarray(tbl['y_centroid'])
-    xi = np.clip(np.round(xd).astype(int), 0, img.shape[1] - 1)
-    yi = np.clip(np.round(yd).astype(int), 0, img.shape[0] - 1)
-    snr = _stamps(snr_map, xi, yi, 1, 1).max(axis=(1, 2))
-    prob = np.clip(np.asarray(tbl['probability'], float), 1e-4, 1 - 1e-4)
+    xd, yd, prob, snr = detect_with_snr(img, sim['mask'], sim['fwhm'],
+                                        sim['noise'])
     required = scoring_mask(st['x'], st['y'], img.shape, snr=st['snr'],
                             snr_min=3.0)
     matchable = st['snr'] >= 2
