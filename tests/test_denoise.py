@@ -300,3 +300,10 @@ def test_simulated_galaxy_truth_matches_the_truth_image():
     for kind in ('stars', 'nebula'):
         other = simulate_denoise_field((64, 64), kind, seed=8)
         assert all(len(v) == 0 for v in other['galaxies'].values())
+    faint = simulate_denoise_field((160, 144), 'galaxies', seed=8,
+                                   galaxy_log_snr=(0.5, 1.0))
+    assert np.all((faint['galaxies']['snr'] >= 10**0.5)
+                  & (faint['galaxies']['snr'] <= 10))
+    # Same draws otherwise: same places, fainter galaxies.
+    np.testing.assert_array_equal(faint['galaxies']['x'], g['x'])
+    assert faint['truth'].sum() < f['truth'].sum()

@@ -311,7 +311,8 @@ def residual_at_sources(residual, x, y, radius, noise):
 
 def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
                            fwhm=3.0, density=3000.0, sky=400.0, gain=1.5,
-                           read_noise=5.0, snr_range=(2.0, 3000.0)):
+                           read_noise=5.0, snr_range=(2.0, 3000.0),
+                           galaxy_log_snr=(1.0, 2.7)):
     """
     A seeded noisy field with its noiseless truth.
 
@@ -331,6 +332,9 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
         (electrons); the noise is Poisson plus Gaussian read noise.
     snr_range : tuple of float
         Range of matched-filter SNRs (power law, index 1.6).
+    galaxy_log_snr : tuple of float
+        Range of ``log10`` of the galaxies' SNR (uniform), see
+        ``galaxies`` below; the default gives SNRs of 10-500.
 
     Returns
     -------
@@ -341,7 +345,8 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
         ``galaxies`` (dict of arrays, empty unless ``kind='galaxies'``:
         centre ``x``, ``y``; total ``flux`` (ADU); ``snr``, the flux
         over the sky noise in a circular aperture of radius
-        ``2 * sqrt(re**2 + (fwhm / 2.35)**2)``, log-uniform in 10-500;
+        ``2 * sqrt(re**2 + (fwhm / 2.35)**2)``, log-uniform (in 10-500
+        by default);
         Sersic half-light semi-major axis ``re`` (pixels), index ``n``,
         axis ratio ``q`` and position angle ``theta`` (radians); ``sb``,
         the mean surface brightness inside the half-light ellipse
@@ -379,7 +384,7 @@ def simulate_denoise_field(shape=(256, 256), kind='stars', seed=None, *,
             # The draws are in the order of the original one-expression
             # call, so that the pixels do not depend on this bookkeeping.
             re = fwhm * rng.uniform(1.0, 4.0) + 1.0
-            gsnr = 10 ** rng.uniform(1.0, 2.7)
+            gsnr = 10 ** rng.uniform(*galaxy_log_snr)
             gflux = gsnr * noise_e * np.sqrt(
                 4 * np.pi * (re**2 + (fwhm / 2.35)**2))
             gx, gy = rng.uniform(0, nx), rng.uniform(0, ny)
