@@ -113,7 +113,8 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def simulated(seeds, shape, n_brightest, log, diagnose=False, jackknife=0):
+def simulated(seeds, shape, n_brightest, log, diagnose=False, jackknife=0,
+              min_score=None):
     rng_jack = np.random.default_rng(0)
     rows = []
     speed = []
@@ -125,14 +126,15 @@ def simulated(seeds, shape, n_brightest, log, diagnose=False, jackknife=0):
         # level: 80 % of the true one, where the truth calls a star
         # saturated.
         sat = 0.8 * sim['saturation']
-        selector = PSFStarSelector(saturation=sat)
+        selector = PSFStarSelector(saturation=sat, min_score=min_score)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             tab, t_cnn = _timed(selector, img, keep_rejected=True)
         sel = tab[tab['selected']]
         n_cand = len(tab)
         # Scoring speed with the candidates given (no finder, known FWHM).
-        given = PSFStarSelector(fwhm=selector.fwhm_used_, saturation=sat)
+        given = PSFStarSelector(fwhm=selector.fwhm_used_, saturation=sat,
+                                min_score=min_score)
         given(img, candidates=tab)  # warm-up
         _, t_score = _timed(given, img, candidates=tab)
         px, t_psfex = _timed(psfex_selection, img, saturation=sat,
@@ -341,6 +343,9 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='one 512x512 field')
     p.add_argument('--quiet', action='store_true')
+    p.add_argument('--min-score', type=float, default=None,
+                   help="PSFStarSelector's min_score (default: the model "
+                        "card's) on the simulated fields")
     p.add_argument('--jackknife', type=int, default=0, metavar='K',
                    help='rebuild the cnnfind ePSF K times per field, each '
                         'time without one random selected star, and print '
@@ -360,7 +365,7 @@ def main(argv=None):
     log = (lambda *a: None) if args.quiet else print
     rows, speed = simulated(args.seeds, (args.size, args.size),
                             args.n_brightest, log, args.diagnose,
-                            args.jackknife)
+                            args.jackknife, args.min_score)
     _summary(rows, speed, args)
     if args.real:
         real(log, args.diagnose)

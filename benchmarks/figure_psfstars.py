@@ -74,7 +74,7 @@ def main(argv=None):
     ax.set_yticks([])
     ax2.imshow(epsf.data, origin='lower', cmap='viridis',
                norm=ImageNormalize(epsf.data, stretch=LogStretch()))
-    ax2.set_title(f'ePSF from the selection (EPSFBuilder, oversampling 4)\n'
+    ax2.set_title(f"ePSF from the {len(stars)} selected stars (EPSFBuilder, oversampling 4)\n"
                   f'estimated FWHM {sel.fwhm_used_:.2f} px', fontsize=9)
     ax2.set_xticks([])
     ax2.set_yticks([])

@@ -1394,14 +1394,15 @@ def _add_psfstars(sub):
     psf.add_argument('--fwhm', type=_positive_float, metavar='PIX',
                      help='PSF FWHM in pixels (default: estimated per image)')
     psf.add_argument('--min-score', type=_probability, metavar='S',
-                     help="minimum psf_score (default: the model card's, the "
-                          'cut at 99%% validation purity)')
+                     help="minimum psf_score (default: the model card's, "
+                          'chosen on the validation fields)')
     psf.add_argument('--size', type=int, default=25, metavar='PIX',
                      help='box (odd) that must be inside the image and free of '
                           'masked pixels (default: %(default)s)')
-    psf.add_argument('--min-snr', type=_non_negative_float, default=30.0,
-                     help='minimum aperture signal-to-noise ratio '
-                          '(default: %(default)s)')
+    psf.add_argument('--min-snr', type=_non_negative_float, default=None,
+                     help="minimum aperture signal-to-noise ratio (default: "
+                          "the model card's, chosen with the score cut on "
+                          'the validation fields)')
     psf.add_argument('--isolation', type=_non_negative_float, default=3.0,
                      metavar='FWHM',
                      help='reject stars with a neighbour brighter than '

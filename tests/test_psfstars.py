@@ -427,3 +427,12 @@ def test_unresolved_blends_rejected():
     assert tab['selected'][singles].all()
     assert np.nanmax(np.asarray(tab['blend_chi2'])[singles]) < 20
     assert np.all(np.asarray(tab['blend_chi2'])[~singles] > 20)
+
+
+def test_card_defaults():
+    """min_score and min_snr default to the model card's operating point."""
+    sel = PSFStarSelector()
+    card = sel.model.card
+    assert sel.min_score == card['default_min_score']
+    assert sel.min_snr == card.get('default_min_snr', 30.0)
+    assert PSFStarSelector(min_snr=12.5).min_snr == 12.5

@@ -76,3 +76,29 @@ def test_main_writes_usable_model(tmp_path):
     # The runtime accepts the new model and its card.
     sel = PSFStarSelector(fwhm=3.0, model=card_path.with_suffix('.onnx'))
     assert sel.min_score == card['default_min_score']
+
+
+def test_operating_point_rule():
+    """
+    The default (min_score, min_snr) is the combination that selects the
+    most stars among those reaching the purity floor, else the purest.
+    """
+    from cnnfind.runtime.registry import load_model
+    onnx_path = load_model(None, 'psfstars').path
+    cut, snr, table = tp.operating_point(onnx_path, seeds=(2000,), size=384,
+                                         log=None)
+    assert len(table) == len(tp.OPERATING_CUTS) * len(tp.OPERATING_SNRS)
+    chosen = next(r for r in table
+                  if r['min_score'] == cut and r['min_snr'] == snr)
+    pure = [r for r in table
+            if r['purity'] is not None and r['purity'] >= 0.985]
+    if pure:
+        assert chosen['n_selected_per_field'] == max(
+            r['n_selected_per_field'] for r in pure)
+    else:
+        assert chosen['purity'] == max(r['purity'] for r in table
+                                       if r['purity'] is not None)
+    for r in table:
+        assert r['n_selected_per_field'] >= 0
+        assert r['purity'] is None or 0.0 <= r['purity'] <= 1.0
+        assert r['completeness'] is None or 0.0 <= r['completeness'] <= 1.0

@@ -109,9 +109,11 @@ class PSFStarSelector:
         Side of the box (pixels, odd) that must be inside the image and
         free of masked pixels; also the default cutout size of
         `extract_stars`.
-    min_snr : float, optional
+    min_snr : float or `None`, optional
         Minimum aperture signal-to-noise ratio (aperture of radius one
-        FWHM); fainter candidates are rejected as too faint.
+        FWHM); fainter candidates are rejected as too faint. `None` uses
+        the model card's default, chosen with ``min_score`` on the
+        validation fields (30 for a card without one).
     isolation : float, optional
         Radius, in FWHM, within which another candidate of at least
         ``neighbour_flux_ratio`` times the flux rejects a star.
@@ -159,7 +161,7 @@ class PSFStarSelector:
     True
     """
 
-    def __init__(self, fwhm=None, min_score=None, size=25, *, min_snr=30.0,
+    def __init__(self, fwhm=None, min_score=None, size=25, *, min_snr=None,
                  isolation=3.0, neighbour_flux_ratio=0.02, saturation=None,
                  max_stars=None, threshold=5.0, model=None, device='auto',
                  n_threads=None, progress=False):
@@ -178,13 +180,12 @@ class PSFStarSelector:
             msg = f'size must be an odd integer >= 5, not {size}'
             raise ValueError(msg)
         self.size = size
-        for name, value in (('min_snr', min_snr), ('isolation', isolation),
+        for name, value in (('isolation', isolation),
                             ('neighbour_flux_ratio', neighbour_flux_ratio),
                             ('threshold', threshold)):
             if not np.isscalar(value) or not value >= 0:
                 msg = f'{name} must be a non-negative number, not {value!r}'
                 raise ValueError(msg)
-        self.min_snr = float(min_snr)
         self.isolation = float(isolation)
         self.neighbour_flux_ratio = float(neighbour_flux_ratio)
         self.threshold = float(threshold)
@@ -195,6 +196,12 @@ class PSFStarSelector:
             msg = (f"model {self.model.name!r} expects {self.model.card['stamp_size']}"
                    f'-pixel stamps; this cnnfind makes {STAMP}-pixel stamps')
             raise ValueError(msg)
+        if min_snr is None:
+            min_snr = self.model.card.get('default_min_snr', 30.0)
+        if not np.isscalar(min_snr) or not min_snr >= 0:
+            msg = f'min_snr must be a non-negative number, not {min_snr!r}'
+            raise ValueError(msg)
+        self.min_snr = float(min_snr)
         if min_score is None:
             min_score = self.model.card['default_min_score']
         if not 0.0 <= min_score <= 1.0:
