@@ -36,8 +36,9 @@ PSF peak). Speeds: the whole call (cnnfind: candidates + FWHM estimate
 + scoring; PSFEx: SExtractor + PSFEx), and cnnfind's candidates scored
 per second when the candidates are given.
 
-With ``--real`` the same selectors run on the SEP frame, the M67 plate
-and the legacypipe cutouts (no truth: counts, reasons, the estimated
+With ``--real`` the same selectors run on the SEP frame, the M67 plate,
+the ISAAC, SDSS g and r, Spitzer, M51 and UKIDSS frames and the
+legacypipe cutouts (no truth: counts, reasons, the estimated
 FWHM against the legacypipe PSFEx model's FWHM, and times).
 
 Examples
@@ -238,8 +239,14 @@ def real(log, diagnose=False):
     print(f'{"image":44s} {"shape":>10s} {"cand":>5s} {"cnn":>4s} '
           f'{"psfex":>5s} {"dao":>4s} {"FWHM":>5s} {"PSFEx FWHM":>10s} '
           f'{"t cnn":>6s} {"t psfex":>7s}')
-    images = [('sep/image.fits', None), ('astropy-data/photometry_M6707HH.fits',
-                                         None)]
+    images = [(name, None) for name in (
+        'sep/image.fits', 'astropy-data/photometry_M6707HH.fits',
+        'debian-eso-midas-testdata/ISAAC.2006-04-13T06_32_38.944.fits',
+        'astropy-data/visualization_reprojected_sdss_r.fits.bz2',
+        'astropy-data/visualization_reprojected_sdss_g.fits.bz2',
+        'astropy-data/photometry_spitzer_example_image.fits',
+        'photutils-datasets/isophote_M51.fits',
+        'pypi-package-testdata/astroquery_ukidss_wfcam_K_taurus.fits')]
     lp = DATA / 'legacypipe-testcases'
     for f in sorted(lp.glob('**/images/**/*ooi*.fits')):
         images.append((str(f.relative_to(DATA)), f))
@@ -336,7 +343,8 @@ def _legacypipe_fwhm(path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--seeds', type=int, nargs='*', default=[0, 1, 2],
+                   help='simulated fields (none: only --real)')
     p.add_argument('--size', type=int, default=1024)
     p.add_argument('--n-brightest', type=int, default=100)
     p.add_argument('--real', action='store_true')
@@ -363,10 +371,11 @@ def main(argv=None):
           f'{photutils.__version__}, onnxruntime {onnxruntime.__version__}; '
           f'load average {open("/proc/loadavg").read().split()[:3]}')
     log = (lambda *a: None) if args.quiet else print
-    rows, speed = simulated(args.seeds, (args.size, args.size),
-                            args.n_brightest, log, args.diagnose,
-                            args.jackknife, args.min_score)
-    _summary(rows, speed, args)
+    if args.seeds:
+        rows, speed = simulated(args.seeds, (args.size, args.size),
+                                args.n_brightest, log, args.diagnose,
+                                args.jackknife, args.min_score)
+        _summary(rows, speed, args)
     if args.real:
         real(log, args.diagnose)
 
