@@ -83,8 +83,9 @@ class PSFStarSelector:
     other light in the box. Last, the stars that passed everything are
     the field's empirical PSF: each is fitted with their median (after
     a sub-pixel shift) and its derivatives, and a star whose second
-    moments exceed those of its nearest neighbours among them with a
-    chi-square above 20 (3 degrees of freedom), and is broader, is an
+    moments exceed the PSF's (less a smooth trend over the field, so a
+    varying PSF is not a blend) with a chi-square above 20 (3 degrees
+    of freedom), and is broader, is an
     unresolved blend or close double star (a companion inside the core
     that neither the isolation rule nor the cutout can show), as
     PSFEx-style residual tests find them. The network was trained on
