@@ -81,6 +81,31 @@ def _baseline(train_sets, test_feats, seed):
     return [model.predict_proba(f) for f in test_feats]
 
 
+def _ensembles(models, cut, ng_test, y_test, p_bundled, p_ng_bundled):
+    """
+    Metrics of other models and of the mean probabilities of all of them
+    and the bundled one (colour cutouts, with and without ``tta``).
+    """
+    cols = [f'p_{c}' for c in CLASSES]
+    results = {}
+    for tta in (False, True):
+        members = [np.vstack([p_bundled[tta], p_ng_bundled[tta]])]
+        for path in models:
+            clf = GalaxyMorphClassifier(path, device='cpu', tta=tta)
+            x = np.stack([to_network_input(s, crop=clf._crop,
+                                           size=clf._size)[0]
+                          for s in ng_test])
+            p = np.vstack([np.column_stack([clf(cut)[c] for c in cols]),
+                           clf._predict(x)])
+            members.append(p)
+            results[f'{os.path.basename(path)}, tta={tta}'] = \
+                classification_metrics(p, y_test, CLASSES)
+        results[f'mean of {len(members)} models, tta={tta}'] = \
+            classification_metrics(np.mean(members, axis=0), y_test,
+                                   CLASSES)
+    return results
+
+
 def _row(name, m):
     r = m['recall']
     return (f'{name:<34} {m["two_way_accuracy"]:>8.3f} {m["accuracy"]:>8.3f} '
@@ -98,6 +123,12 @@ def main(argv=None):
     parser.add_argument('--feature-cache', default=None,
                         help='.npz file caching the baseline features '
                              '(they do not depend on the CNN)')
+    parser.add_argument('--extra-models', nargs='*', default=(),
+                        metavar='ONNX',
+                        help='other galaxymorph ONNX files: each is scored '
+                             'on the colour cutouts, with and without '
+                             'tta, and so is the mean of their and the '
+                             'bundled model\'s probabilities')
     args = parser.parse_args(argv)
 
     ids, paths, labels = load_gz1()
@@ -138,6 +169,11 @@ def main(argv=None):
         'CNN colour, tta=True': classification_metrics(
             np.vstack([p_tta, p_ng_tta]), y_test, CLASSES),
     }
+
+    if args.extra_models:
+        results.update(_ensembles(args.extra_models, cut, ng_test, y_test,
+                                  {False: p_col, True: p_tta},
+                                  {False: p_ng, True: p_ng_tta}))
 
     # Classical baseline: features of the same framed stamps.
     names = ('f_tr', 'f_tr_grey', 'f_ng_tr', 'f_te', 'f_te_grey', 'f_ng_te',

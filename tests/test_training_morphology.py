@@ -18,6 +18,7 @@ from cnnfind.training.morphology import (  # noqa: E402
     INPUT_SIZE,
     MorphNet,
     _augment,
+    _ema_update,
     export_model,
     train,
 )
@@ -78,20 +79,37 @@ def test_augment_shapes_range_and_grey():
     np.testing.assert_allclose(x[:, 0], x[:, 1], atol=1e-6)
 
 
-def test_tiny_training_exports_a_working_model(tmp_path):
+def test_ema_update_averages_floats_and_copies_counters():
+    net = MorphNet()
+    ema = {k: torch.zeros_like(v) for k, v in net.state_dict().items()}
+    _ema_update(ema, net, 0.75)
+    state = net.state_dict()
+    w = 'head.weight'
+    torch.testing.assert_close(ema[w], 0.25 * state[w])
+    counter = [k for k in state if k.endswith('num_batches_tracked')][0]
+    state[counter].fill_(7)
+    _ema_update(ema, net, 0.75)
+    assert int(ema[counter]) == 7
+    _ema_update(ema, net, 0.0)
+    torch.testing.assert_close(ema[w], state[w])
+
+
+@pytest.mark.parametrize('size,ema_decay', [(INPUT_SIZE, 0.995), (48, 0.0)])
+def test_tiny_training_exports_a_working_model(tmp_path, size, ema_decay):
     torch.set_num_threads(1)
     images, labels = _synthetic_set(24)
     split = np.where(np.arange(len(labels)) % 4 == 0, 'val', 'train')
     grey = np.zeros(len(labels), bool)
     net, calibration, history = train(images, labels, grey, split, epochs=4,
                                       batch_size=16, lr=1e-2,
+                                      input_size=size, ema_decay=ema_decay,
                                       log=lambda m: None)
     assert len(history) == 4
     assert history[-1][1] < history[0][1]  # the loss went down
     assert calibration[0] > 0
     assert len(calibration[1]) == 3
     card = {'name': 'tiny', 'classes': ['elliptical', 'spiral', 'no_galaxy'],
-            'input_size': INPUT_SIZE, 'crop': 0.5, 'stamp_scale': 5.1}
+            'input_size': size, 'crop': 0.5, 'stamp_scale': 5.8}
     path = tmp_path / 'tiny.onnx'
     parity = export_model(net, calibration, path, card)
     assert parity < 1e-5

@@ -100,7 +100,8 @@ def build_cache(cache_dir, *, data_dir=None, seed=0, limit=None):
     ``cache_dir/cache.npz``. The test galaxies are not stored: they are
     evaluated end to end from their JPEG files.
     """
-    cache = Path(cache_dir) / f'cache_seed{seed}_limit{limit}.npz'
+    cache = Path(cache_dir) / (f'cache_seed{seed}_limit{limit}_'
+                               f'scale{STAMP_SCALE}.npz')
     if cache.exists():
         z = np.load(cache)
         return z['images'], z['labels'], z['grey'], z['split']
@@ -138,7 +139,7 @@ def _central_window():
     return STORE_SIZE * CROP / STORE_CROP
 
 
-def _augment(batch, labels, grey, gen):
+def _augment(batch, labels, grey, gen, size=INPUT_SIZE):
     """
     Random framing (scale 0.85-1.15, shift), dihedral transform, grey
     conversion, gain and gamma of a uint8 ``(B, S, S, 3)`` batch.
@@ -157,7 +158,7 @@ def _augment(batch, labels, grey, gen):
     theta[:, 1, 1] = width / STORE_SIZE
     theta[:, :, 2] = shift / half
     # Anti-alias before sampling a window wider than the output.
-    sigma = 0.5 * max(float(width.max()) / INPUT_SIZE - 1.0, 0.0)
+    sigma = 0.5 * max(float(width.max()) / size - 1.0, 0.0)
     if sigma > 0.2:
         k = torch.arange(-2, 3, dtype=torch.float32)
         w = torch.exp(-0.5 * (k / sigma) ** 2)
@@ -165,7 +166,7 @@ def _augment(batch, labels, grey, gen):
         x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode='replicate'), w, groups=3)
         x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode='replicate'),
                      w.transpose(2, 3), groups=3)
-    grid = F.affine_grid(theta, (b, 3, INPUT_SIZE, INPUT_SIZE),
+    grid = F.affine_grid(theta, (b, 3, size, size),
                          align_corners=False)
     x = F.grid_sample(x, grid, mode='bilinear', padding_mode='border',
                       align_corners=False)
@@ -187,22 +188,23 @@ def _augment(batch, labels, grey, gen):
     return x
 
 
-def _centre(batch):
+def _centre(batch, size=INPUT_SIZE):
     """The network's central view of stored images (no augmentation)."""
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
     w = _central_window()
     theta = torch.zeros(len(batch), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = w / STORE_SIZE
-    grid = F.affine_grid(theta, (len(batch), 3, INPUT_SIZE, INPUT_SIZE),
+    grid = F.affine_grid(theta, (len(batch), 3, size, size),
                          align_corners=False)
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='border',
                          align_corners=False)
 
 
-def _logits(net, images, batch=256):
+def _logits(net, images, batch=256, size=INPUT_SIZE):
     net.eval()
     with torch.no_grad():
-        return torch.cat([net(_centre(images[s:s + batch]))
+        return torch.cat([net(_centre(images[s:s + batch], size).contiguous(
+            memory_format=torch.channels_last))
                           for s in range(0, len(images), batch)])
 
 
@@ -229,11 +231,23 @@ def _fit_calibration(logits, labels):
     return best[1], [0.0, best[2], 0.0]
 
 
+def _ema_update(ema, net, decay):
+    """Move the averaged weights (and batch-norm statistics) toward ``net``."""
+    with torch.no_grad():
+        for key, value in net.state_dict().items():
+            if value.dtype.is_floating_point:
+                ema[key].mul_(decay).add_(value, alpha=1.0 - decay)
+            else:
+                ema[key].copy_(value)
+
+
 def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
-          seed=0, log=print):
+          seed=0, input_size=INPUT_SIZE, ema_decay=0.995, log=print):
     """
-    Train `MorphNet` with class-balanced sampling; keep the epoch with
-    the best validation balanced accuracy.
+    Train `MorphNet` with class-balanced sampling and an exponential
+    moving average of the weights (``ema_decay``, 0 to switch it off);
+    keep the epoch whose averaged weights give the best validation
+    balanced accuracy.
 
     Returns
     -------
@@ -247,7 +261,10 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
     weights = torch.as_tensor(1.0 / counts[labels[tr]], dtype=torch.double)
     sampler = torch.utils.data.WeightedRandomSampler(
         weights, num_samples=len(tr), replacement=True, generator=gen)
-    net = MorphNet(len(CLASSES))
+    # channels_last is about a quarter faster on CPU for these convolutions.
+    net = MorphNet(len(CLASSES)).to(memory_format=torch.channels_last)
+    averaged = MorphNet(len(CLASSES)).to(memory_format=torch.channels_last)
+    ema = {k: v.clone() for k, v in net.state_dict().items()}
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(tr) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
@@ -259,15 +276,20 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
         t0, losses = time.time(), []
         for s in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[s:s + batch_size]
-            x = _augment(images[idx], labels[idx], grey[idx], gen)
+            x = _augment(images[idx], labels[idx], grey[idx], gen,
+                         input_size).contiguous(
+                             memory_format=torch.channels_last)
             loss = F.cross_entropy(net(x), torch.as_tensor(labels[idx]),
                                    label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+            _ema_update(ema, net, ema_decay)
             losses.append(loss.item())
-        pred = _logits(net, images[va]).argmax(1).numpy()
+        averaged.load_state_dict(ema)
+        pred = _logits(averaged, images[va], size=input_size).argmax(1)
+        pred = pred.numpy()
         recall = [np.mean(pred[labels[va] == c] == c)
                   for c in range(len(CLASSES))]
         bacc = float(np.mean(recall))
@@ -277,10 +299,11 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
             f'{np.round(recall, 3).tolist()} ({time.time() - t0:.0f} s)')
         if bacc >= best:
             best = bacc
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.clone() for k, v in ema.items()}
     net.load_state_dict(best_state)
-    temperature, offsets = _fit_calibration(_logits(net, images[va]),
-                                            labels[va])
+    net = net.to(memory_format=torch.contiguous_format)
+    temperature, offsets = _fit_calibration(
+        _logits(net, images[va], size=input_size), labels[va])
     log(f'best val balanced acc {best:.4f}, temperature {temperature:.3f}, '
         f'offsets {offsets}')
     return net, (temperature, offsets), history
@@ -295,7 +318,8 @@ def export_model(net, calibration, onnx_path, card):
     Returns the maximum absolute parity difference.
     """
     wrapped = _Probabilities(net, *calibration).eval()
-    example = torch.rand(3, 3, INPUT_SIZE, INPUT_SIZE,
+    size = int(card['input_size'])
+    example = torch.rand(3, 3, size, size,
                          generator=torch.Generator().manual_seed(0))
     export_onnx(wrapped, [example], onnx_path, input_names=['image'],
                 output_names=['probabilities'],
@@ -308,10 +332,11 @@ def export_model(net, calibration, onnx_path, card):
 def _card(args, history, calibration, n_params, counts):
     return {
         'name': 'galaxymorph',
-        'version': '1.0.0',
+        'version': '1.1.0',
         'task': 'galaxy morphology: elliptical / spiral / no galaxy',
         'classes': list(CLASSES),
-        'inputs': {'image': 'float32 (N, 3, 64, 64) display values in '
+        'inputs': {'image': f'float32 (N, 3, {args.input_size}, '
+                            f'{args.input_size}) display values in '
                             '[0, 1]: the central half of a Galaxy-Zoo-'
                             'framed cutout, resampled; single-band '
                             'data repeated over the 3 channels'},
@@ -321,7 +346,7 @@ def _card(args, history, calibration, n_params, counts):
                                      'temperature; both fitted on the '
                                      'validation set), in the order of '
                                      'classes'},
-        'input_size': INPUT_SIZE,
+        'input_size': args.input_size,
         'crop': CROP,
         'stamp_scale': STAMP_SCALE,
         'display_stretch': DISPLAY,
@@ -331,7 +356,8 @@ def _card(args, history, calibration, n_params, counts):
                  'grey',
         'training_command': (
             'python -m cnnfind.training.morphology --out cnnfind/models '
-            f'--epochs {args.epochs} --seed {args.seed}'),
+            f'--epochs {args.epochs} --input-size {args.input_size} '
+            f'--ema-decay {args.ema_decay} --seed {args.seed}'),
         'training_data': (
             'Galaxy Zoo 1 SDSS colour cutouts of ../shared/data/gz1 '
             '(class 0 elliptical, 1-3 spiral; 4 and 5 dropped), split by '
@@ -344,6 +370,7 @@ def _card(args, history, calibration, n_params, counts):
             'and the SEP frame are test only. Train counts per class: '
             f'{dict(zip(CLASSES, counts, strict=True))}'),
         'training': {'epochs': args.epochs, 'batch_size': 64,
+                     'ema_decay': args.ema_decay,
                      'lr': args.lr, 'seed': args.seed,
                      'temperature': calibration[0],
                      'logit_offsets': calibration[1],
@@ -395,8 +422,12 @@ def main(argv=None):
     parser.add_argument('--out', default='cnnfind/models',
                         help='folder for galaxymorph.onnx and its card')
     parser.add_argument('--workdir', default='runs/morphology')
-    parser.add_argument('--epochs', type=int, default=20)
+    parser.add_argument('--epochs', type=int, default=30)
     parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument('--input-size', type=int, default=INPUT_SIZE,
+                        help='side of the network input in pixels')
+    parser.add_argument('--ema-decay', type=float, default=0.995,
+                        help='weight averaging per step (0: off)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--limit', type=int, default=None,
@@ -412,7 +443,8 @@ def main(argv=None):
           flush=True)
     net, calibration, history = train(
         images, labels, grey, split, epochs=args.epochs, lr=args.lr,
-        seed=args.seed, log=lambda m: print(m, flush=True))
+        seed=args.seed, input_size=args.input_size,
+        ema_decay=args.ema_decay, log=lambda m: print(m, flush=True))
     onnx_path = Path(args.out) / 'galaxymorph.onnx'
     counts = np.bincount(labels[split == 'train'], minlength=3).tolist()
     card = _card(args, history, calibration,
