@@ -98,7 +98,7 @@ def _ensembles(models, cut, ng_test, y_test, p_bundled, p_ng_bundled):
             p = np.vstack([np.column_stack([clf(cut)[c] for c in cols]),
                            clf._predict(x)])
             members.append(p)
-            results[f'{os.path.basename(path)}, tta={tta}'] = \
+            results[f'{os.path.relpath(path)}, tta={tta}'] = \
                 classification_metrics(p, y_test, CLASSES)
         results[f'mean of {len(members)} models, tta={tta}'] = \
             classification_metrics(np.mean(members, axis=0), y_test,
