@@ -26,6 +26,7 @@ import torch
 from cnnfind.detection._input import _network_input
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.runtime.registry import load_model
+from cnnfind.training._device import add_device_argument
 from cnnfind.training.export import write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
 from cnnfind.training.nets import StarNet
@@ -191,6 +192,7 @@ def build_parser():
     p.add_argument('--workdir', default=None,
                    help='checkpoints and history (default: beside --out)')
     p.add_argument('--threads', type=int, default=1)
+    add_device_argument(p)
     p.add_argument('--no-progress', action='store_true')
     return p
 
@@ -235,7 +237,8 @@ def main(argv=None):
     history = train(model, stream, _forward, val_batches, steps=args.steps,
                     lr=args.lr, outdir=workdir,
                     eval_every=min(args.eval_every, args.steps),
-                    progress=not args.no_progress, seed=args.seed)
+                    progress=not args.no_progress, seed=args.seed,
+                    device=args.device)
     elapsed = time.time() - t0
 
     parity = export_starnet(model, out, n_channels)

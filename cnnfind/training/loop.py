@@ -11,6 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnfind.training._device import (
+    autocast,
+    grad_scaler,
+    to_device,
+    training_device,
+)
+
 __all__ = ['PatchStream', 'masked_bce', 'train']
 
 
@@ -62,7 +69,7 @@ def _dihedral(tensors, k):
 
 def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
           outdir, eval_every=250, patience=8, reuse=2, progress=True,
-          seed=0, log=print):
+          seed=0, device='cpu', log=print):
     """
     Train ``model`` and keep the checkpoint with the best validation loss.
 
@@ -91,6 +98,10 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
         Show a tqdm progress bar.
     seed : int
         Seed for torch.
+    device : {'cpu', 'auto', 'cuda'}
+        Where to train. On a GPU the forward passes run in mixed
+        precision (bfloat16, or float16 with gradient scaling); the
+        model is returned on the CPU either way.
 
     Returns
     -------
@@ -100,6 +111,9 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
+    device = training_device(device)
+    model.to(device)
+    scaler = grad_scaler(device)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -112,17 +126,20 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
     running, n_run, t0 = 0.0, 0, time.time()
     step = 0
     while step < steps:
-        batch = next(it)
+        batch = to_device(next(it), device)
         for r in range(reuse):
             if step >= steps:
                 break
             model.train()
             k = (step * 3 + r) % 8
-            loss = forward(model, _dihedral(batch, k))
+            with autocast(device):
+                loss = forward(model, _dihedral(batch, k))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             running += loss.item()
             n_run += 1
@@ -130,9 +147,10 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
             bar.update(1)
             if step % eval_every == 0 or step == steps:
                 model.eval()
-                with torch.no_grad():
-                    val = float(np.mean([forward(model, b).item()
-                                         for b in val_batches]))
+                with torch.no_grad(), autocast(device):
+                    val = float(np.mean([
+                        forward(model, to_device(b, device)).item()
+                        for b in val_batches]))
                 history['train'].append((step, running / max(n_run, 1)))
                 history['val'].append((step, val))
                 running, n_run = 0.0, 0
@@ -154,5 +172,6 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
     bar.close()
     history['elapsed_s'] = time.time() - t0
     (outdir / 'history.json').write_text(json.dumps(history))
-    model.load_state_dict(torch.load(outdir / 'best.pt'))
+    model.to('cpu')
+    model.load_state_dict(torch.load(outdir / 'best.pt', map_location='cpu'))
     return history

@@ -22,6 +22,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnfind.morphology._prepare import DISPLAY
+from cnnfind.training._device import (
+    add_device_argument,
+    autocast,
+    grad_scaler,
+    training_device,
+)
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.morph_data import (
     CLASSES,
@@ -97,8 +103,9 @@ def build_cache(cache_dir, *, data_dir=None, seed=0, limit=None):
     """
     Stored training images: ``(images uint8 (N, S, S, 3), labels,
     is_grey, split)`` for GZ1 galaxies and no-galaxy stamps, cached in
-    ``cache_dir/cache.npz``. The test galaxies are not stored: they are
-    evaluated end to end from their JPEG files.
+    ``cache_dir`` (one file per seed, limit and ``STAMP_SCALE``). The
+    test galaxies are not stored: they are evaluated end to end from their
+    JPEG files.
     """
     cache = Path(cache_dir) / (f'cache_seed{seed}_limit{limit}_'
                                f'scale{STAMP_SCALE}.npz')
@@ -201,10 +208,12 @@ def _centre(batch, size=INPUT_SIZE):
 
 
 def _logits(net, images, batch=256, size=INPUT_SIZE):
+    """Float32 CPU logits of stored images, on the network's device."""
     net.eval()
-    with torch.no_grad():
-        return torch.cat([net(_centre(images[s:s + batch], size).contiguous(
-            memory_format=torch.channels_last))
+    device = next(net.parameters()).device
+    with torch.no_grad(), autocast(device):
+        return torch.cat([net(_centre(images[s:s + batch], size).to(
+            device, memory_format=torch.channels_last)).float().cpu()
                           for s in range(0, len(images), batch)])
 
 
@@ -241,13 +250,18 @@ def _ema_update(ema, net, decay):
                 ema[key].copy_(value)
 
 
-def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
-          seed=0, input_size=INPUT_SIZE, ema_decay=0.995, log=print):
+def train(images, labels, grey, split, *, epochs=30, batch_size=64, lr=2e-3,
+          seed=0, input_size=INPUT_SIZE, ema_decay=0.995, device='cpu',
+          log=print):
     """
     Train `MorphNet` with class-balanced sampling and an exponential
     moving average of the weights (``ema_decay``, 0 to switch it off);
     keep the epoch whose averaged weights give the best validation
-    balanced accuracy.
+    balanced accuracy. While the learning rate is high the averaged
+    weights and batch-norm statistics disagree and can score poorly;
+    they settle as the one-cycle schedule anneals. ``device`` is
+    ``'cpu'``, ``'cuda'`` or ``'auto'``; on a GPU the forward passes run
+    in mixed precision. The returned network is on the CPU.
 
     Returns
     -------
@@ -261,10 +275,13 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
     weights = torch.as_tensor(1.0 / counts[labels[tr]], dtype=torch.double)
     sampler = torch.utils.data.WeightedRandomSampler(
         weights, num_samples=len(tr), replacement=True, generator=gen)
-    # channels_last is about a quarter faster on CPU for these convolutions.
-    net = MorphNet(len(CLASSES)).to(memory_format=torch.channels_last)
-    averaged = MorphNet(len(CLASSES)).to(memory_format=torch.channels_last)
+    # channels_last: 0.48 s instead of 0.62 s per batch of 64 on 2 CPU cores.
+    device = training_device(device)
+    net = MorphNet(len(CLASSES)).to(device, memory_format=torch.channels_last)
+    averaged = MorphNet(len(CLASSES)).to(device,
+                                         memory_format=torch.channels_last)
     ema = {k: v.clone() for k, v in net.state_dict().items()}
+    scaler = grad_scaler(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (len(tr) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
@@ -277,13 +294,16 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
         for s in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[s:s + batch_size]
             x = _augment(images[idx], labels[idx], grey[idx], gen,
-                         input_size).contiguous(
-                             memory_format=torch.channels_last)
-            loss = F.cross_entropy(net(x), torch.as_tensor(labels[idx]),
-                                   label_smoothing=0.05)
+                         input_size).to(device,
+                                        memory_format=torch.channels_last)
+            with autocast(device):
+                loss = F.cross_entropy(
+                    net(x), torch.as_tensor(labels[idx], device=device),
+                    label_smoothing=0.05)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             _ema_update(ema, net, ema_decay)
             losses.append(loss.item())
@@ -301,7 +321,7 @@ def train(images, labels, grey, split, *, epochs=20, batch_size=64, lr=2e-3,
             best = bacc
             best_state = {k: v.clone() for k, v in ema.items()}
     net.load_state_dict(best_state)
-    net = net.to(memory_format=torch.contiguous_format)
+    net = net.to('cpu', memory_format=torch.contiguous_format)
     temperature, offsets = _fit_calibration(
         _logits(net, images[va], size=input_size), labels[va])
     log(f'best val balanced acc {best:.4f}, temperature {temperature:.3f}, '
@@ -430,6 +450,7 @@ def main(argv=None):
                         help='weight averaging per step (0: off)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2)
+    add_device_argument(parser)
     parser.add_argument('--limit', type=int, default=None,
                         help='use only this many galaxies (smoke tests)')
     parser.add_argument('--data-dir', default=None)
@@ -444,7 +465,8 @@ def main(argv=None):
     net, calibration, history = train(
         images, labels, grey, split, epochs=args.epochs, lr=args.lr,
         seed=args.seed, input_size=args.input_size,
-        ema_decay=args.ema_decay, log=lambda m: print(m, flush=True))
+        ema_decay=args.ema_decay, device=args.device,
+        log=lambda m: print(m, flush=True))
     onnx_path = Path(args.out) / 'galaxymorph.onnx'
     counts = np.bincount(labels[split == 'train'], minlength=3).tolist()
     card = _card(args, history, calibration,

@@ -41,6 +41,7 @@ from cnnfind.denoise._prepare import (
     to_net_space,
 )
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+from cnnfind.training._device import add_device_argument
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import train
 from cnnfind.training.n2v_net import N2VNet
@@ -287,7 +288,7 @@ def _fit(frames, p_frames, args, workdir, log):
                     outdir=workdir, eval_every=max(min(250, args.steps // 4),
                                                    1),
                     patience=6, reuse=2, progress=not args.no_progress,
-                    seed=args.seed, log=log)
+                    seed=args.seed, device=args.device, log=log)
     return model, history
 
 
@@ -320,7 +321,7 @@ def train_n2v(images, out, *, masks=None, saturation=None, steps=1500,
     progress : bool
         Show a progress bar.
     device : {'auto', 'cpu', 'cuda'}
-        Where the returned denoiser runs.
+        Where the training and the returned denoiser run.
     log : callable, optional
         Receives progress messages (default: silent).
 
@@ -343,7 +344,8 @@ def train_n2v(images, out, *, masks=None, saturation=None, steps=1500,
         out = out / f'{MODEL_NAME}.onnx'
     argv = ['--out', str(out), '--steps', str(steps), '--batch-size',
             str(batch_size), '--patch', str(patch), '--lr', str(lr),
-            '--seed', str(seed), '--threads', str(threads)]
+            '--seed', str(seed), '--threads', str(threads),
+            '--device', str(device)]
     if workdir is not None:
         argv += ['--workdir', str(workdir)]
     if not progress:
@@ -397,6 +399,7 @@ def build_parser():
                    help='export workdir/best.pt without training')
     p.add_argument('--threads', type=int, default=1,
                    help='torch CPU threads (default: 1)')
+    add_device_argument(p)
     p.add_argument('--no-progress', action='store_true')
     return p
 

@@ -32,6 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnfind.training._device import (
+    add_device_argument,
+    autocast,
+    grad_scaler,
+    to_device,
+    training_device,
+)
 from cnnfind.training.data import real_background_crop
 from cnnfind.training.export import check_parity, export_onnx, write_card
 
@@ -208,16 +215,22 @@ def _augment(stamps, scalars, gen):
 
 
 def train_net(data, *, epochs=15, batch_size=256, lr=2e-3, seed=0,
-              channels=(16, 32, 48), log=print):
-    """Train a `PSFStarNet` on ``data`` with class-balanced loss."""
+              channels=(16, 32, 48), device='cpu', log=print):
+    """
+    Train a `PSFStarNet` on ``data`` with class-balanced loss, on the
+    CPU or (``device='cuda'`` or ``'auto'``) a GPU in mixed precision;
+    the returned model is on the CPU.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = PSFStarNet(channels)
+    device = training_device(device)
+    scaler = grad_scaler(device)
+    model = PSFStarNet(channels).to(device)
     xs = torch.from_numpy(data['stamps'])
     ss = torch.from_numpy(data['scalars'])
     ys = torch.from_numpy(data['label'].astype(np.float32))
     n_pos = max(float(ys.sum()), 1.0)
-    pos_weight = torch.tensor((len(ys) - n_pos) / n_pos)
+    pos_weight = torch.tensor((len(ys) - n_pos) / n_pos, device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * max(1, int(np.ceil(len(ys) / batch_size)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
@@ -230,17 +243,20 @@ def train_net(data, *, epochs=15, batch_size=256, lr=2e-3, seed=0,
         total = 0.0
         for k in range(0, len(ys), batch_size):
             idx = perm[k:k + batch_size]
-            xb, sb = _augment(xs[idx], ss[idx], gen)
-            loss = lossf(model(xb, sb)[:, 0], ys[idx])
+            xb, sb, yb = to_device(_augment(xs[idx], ss[idx], gen)
+                                   + (ys[idx],), device)
+            with autocast(device):
+                loss = lossf(model(xb, sb)[:, 0].float(), yb)
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             total += float(loss.detach()) * len(idx)
         history.append(total / len(ys))
         if log:
             log(f'epoch {ep + 1}/{epochs}: loss {history[-1]:.4f}')
-    return model.eval(), history
+    return model.to('cpu').eval(), history
 
 
 def _scores(model, data):
@@ -381,6 +397,7 @@ def build_parser():
                    help='do not inject stars into real backgrounds')
     p.add_argument('--threads', type=int, default=1,
                    help='torch threads (default 1)')
+    add_device_argument(p)
     p.add_argument('--channels', default='16,32,48')
     p.add_argument('--operating-fields', type=int, default=5,
                    help='simulated fields on which the default min_score '
@@ -442,7 +459,7 @@ def main(argv=None):
         model, history = train_net(train, epochs=args.epochs,
                                    batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, channels=channels,
-                                   log=log)
+                                   device=args.device, log=log)
         torch.save(model.state_dict(), workdir / 'model.pt')
         (workdir / 'history.json').write_text(json.dumps(
             {'loss': history, 'wall_time_s': time.time() - t_start}))

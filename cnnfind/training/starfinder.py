@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cnnfind.detection._input import MAX_KERNEL_RADIUS
+from cnnfind.training._device import add_device_argument
 from cnnfind.training.data import (
     ASINH_SCALE,
     FWHM_REF,
@@ -135,6 +136,7 @@ def build_parser():
     p.add_argument('--metric-size', type=int, default=512,
                    help='size of the scenario fields measured for the card')
     p.add_argument('--threads', type=int, default=None)
+    add_device_argument(p)
     p.add_argument('--no-progress', action='store_true')
     return p
 
@@ -176,7 +178,7 @@ def main(argv=None):
         history = train(model, loader, _forward, val_batches,
                         steps=args.steps, lr=args.lr, outdir=workdir,
                         progress=not args.no_progress, seed=args.seed,
-                        log=log)
+                        device=args.device, log=log)
     else:
         model.load_state_dict(torch.load(workdir / 'best.pt'))
         hist_path = workdir / 'history.json'
