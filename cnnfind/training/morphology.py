@@ -271,6 +271,8 @@ def train(images, labels, grey, split, *, epochs=30, batch_size=64, lr=2e-3,
     gen = torch.Generator().manual_seed(seed)
     tr = np.nonzero(split == 'train')[0]
     va = np.nonzero(split == 'val')[0]
+    # Smoke runs (--limit) may have fewer training images than a batch.
+    batch_size = max(1, min(batch_size, len(tr)))
     counts = np.bincount(labels[tr], minlength=len(CLASSES))
     weights = torch.as_tensor(1.0 / counts[labels[tr]], dtype=torch.double)
     sampler = torch.utils.data.WeightedRandomSampler(
