@@ -749,12 +749,14 @@ def _cmd_find(args):
 
 def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
                  model=None, device='auto', saturation='auto', fill=False,
-                 progress=False, residual=False, denoiser=None):
+                 progress=False, residual=False, denoiser=None,
+                 restore_flux=None):
     """
     Denoise one FITS image and write it (header kept, with HISTORY).
 
     ``denoiser`` is an `~cnnfind.denoise.N2VDenoiser` to use (and reuse)
-    instead of building one from ``model``, ``device`` and ``saturation``.
+    instead of building one from ``model``, ``device``, ``saturation``
+    and ``restore_flux``.
 
     Returns
     -------
@@ -769,7 +771,8 @@ def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
     if den is None:
         from cnnfind.denoise import N2VDenoiser
 
-        den = N2VDenoiser(model, device=device, saturation=saturation)
+        den = N2VDenoiser(model, device=device, saturation=saturation,
+                          restore_flux=restore_flux)
     out = den(data, mask=mask, fill=fill, progress=progress)
     hdr = header.copy() if header is not None else fits.Header()
     for key in ('BZERO', 'BSCALE', 'BLANK'):
@@ -799,11 +802,12 @@ def _saturation_arg(text):
             f"must be a number, 'auto' or 'none': {text!r}") from None
 
 
-def _denoise_setup(*, model, device, saturation, n_threads, **options):
+def _denoise_setup(*, model, device, saturation, n_threads, restore_flux,
+                   **options):
     from cnnfind.denoise import N2VDenoiser
 
     den = N2VDenoiser(model, device=device, saturation=saturation,
-                      n_threads=n_threads)
+                      n_threads=n_threads, restore_flux=restore_flux)
     return SimpleNamespace(denoiser=den, **options)
 
 
@@ -834,6 +838,7 @@ def _cmd_denoise(args):
                 setup_kwargs=dict(
                     model=_absolute(args.model, args), device=args.device,
                     saturation=args.saturation,
+                    restore_flux=args.restore_flux,
                     n_threads=worker_threads(args.jobs, args.scheduler,
                                              args.threads),
                     ext=_parse_ext(args.ext),
@@ -1372,6 +1377,11 @@ def _add_denoise(sub):
     den.add_argument('--fill', action='store_true',
                      help='fill masked pixels from their neighbourhood '
                           'instead of NaN')
+    den.add_argument('--restore-flux', type=_positive_float, default=None,
+                     metavar='FWHM',
+                     help='PSF FWHM in pixels: add back the residual '
+                          'smoothed at 2/3 of it, so that aperture fluxes '
+                          'equal the data\'s (default: off)')
     den.add_argument('--residual', action='store_true',
                      help='also write <out>_residual.fits (raw - denoised)')
     add_device_option(den)

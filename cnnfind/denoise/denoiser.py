@@ -29,6 +29,10 @@ MIN_SIZE = 16
 _REQUIRED_KEYS = ('normalization', 'halo', 'size_multiple',
                   'blind_spot_grid')
 
+#: Gaussian sigma, in units of the FWHM given as ``restore_flux``, of the
+#: low-pass filter applied to the residual that is added back.
+FLUX_SIGMA_PER_FWHM = 2.0 / 3.0
+
 
 class N2VDenoiser:
     """
@@ -79,6 +83,16 @@ class N2VDenoiser:
         Blind-spot passes run together per tile.
     n_threads : int or `None`, optional
         onnxruntime intra-op threads.
+    restore_flux : float or `None`, optional
+        The PSF FWHM in pixels, to restore aperture fluxes: the residual
+        (data minus denoised image), smoothed with a Gaussian of sigma
+        ``2/3 * restore_flux`` (masked and NaN pixels left out), is added
+        back. Faint sources lose part of their flux to the denoising
+        (about 20 % below SNR 10 with the bundled model); with this
+        correction the flux in apertures of radius about 1.5 FWHM or
+        more equals the data's, at the price of some of the noise
+        reduction (about 0.5 dB of PSNR at FWHM 3 pixels). `None` (the
+        default) leaves the denoised image as it is.
 
     Examples
     --------
@@ -94,8 +108,19 @@ class N2VDenoiser:
     """
 
     def __init__(self, model=None, device='auto', *, saturation='auto',
-                 outlier_sigma=6.0, tile=256, batch=4, n_threads=None):
+                 outlier_sigma=6.0, tile=256, batch=4, n_threads=None,
+                 restore_flux=None):
         self.model = load_model(model, 'n2v', required_keys=_REQUIRED_KEYS)
+        if restore_flux is not None:
+            try:
+                restore_flux = float(restore_flux)
+            except (TypeError, ValueError):
+                restore_flux = np.nan
+            if not (np.isfinite(restore_flux) and restore_flux > 0):
+                msg = ('restore_flux must be None or the PSF FWHM in '
+                       'pixels (a positive number)')
+                raise ValueError(msg)
+        self.restore_flux = restore_flux
         self.device = device
         if not (saturation is None or saturation == 'auto'):
             try:
@@ -230,6 +255,10 @@ class N2VDenoiser:
         out = from_net_space(zhat, self._scale) * np.float32(noise)
         out += np.float32(sky)
         out[keep] = data[keep]
+        if self.restore_flux is not None:
+            out += _smoothed_residual(data, out, valid,
+                                      FLUX_SIGMA_PER_FWHM * self.restore_flux)
+            out[keep] = data[keep]
         if not fill:
             out[~valid] = np.nan
         return out
@@ -297,3 +326,18 @@ class N2VDenoiser:
                 mean[sy::g, sx::g] = pred[b, 0, sy::g, sx::g]
                 logv[sy::g, sx::g] = pred[b, 1, sy::g, sx::g]
         return mean[:ny, :nx], logv[:ny, :nx]
+
+
+def _smoothed_residual(data, out, valid, sigma):
+    """
+    ``data - out`` low-pass filtered with a Gaussian of ``sigma`` pixels
+    over the valid pixels only (normalised convolution); zero where no
+    valid pixel is near.
+    """
+    resid = np.where(valid, data - out, np.float32(0.0)).astype(np.float32)
+    weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma,
+                                     mode='constant')
+    smooth = ndimage.gaussian_filter(resid, sigma, mode='constant')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        corr = np.where(weight > 0.05, smooth / weight, np.float32(0.0))
+    return np.where(valid, corr, np.float32(0.0)).astype(np.float32)
