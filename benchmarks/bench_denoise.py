@@ -138,6 +138,8 @@ def methods(fwhm, noise, den, own=None):
         out['bm3d'] = lambda im: np.asarray(
             bm3d.bm3d(im.astype(np.float64), sigma_psd=noise), np.float32)
     out['n2v'] = lambda im: den(im)
+    restored = N2VDenoiser(den.model.path, device='cpu', restore_flux=fwhm)
+    out['n2v_flux'] = lambda im: restored(im)
     if own is not None:
         out['n2v_own'] = lambda im: own(im)
     return out
