@@ -93,3 +93,47 @@ def test_loop_trains_and_returns_a_cpu_model(tmp_path, device):
                     progress=False, device=device, log=lambda m: None)
     assert history['val'][-1][1] < history['val'][0][1]
     assert next(model.parameters()).device.type == 'cpu'
+
+
+def _cpu_bfloat16(device):
+    """Mixed precision on the CPU, standing in for the GPU's."""
+    return torch.autocast('cpu', dtype=torch.bfloat16)
+
+
+def test_loop_under_mixed_precision(tmp_path, monkeypatch):
+    # The GPU branch's autocast, exercised on the CPU with bfloat16.
+    from cnnfind.training import loop
+    monkeypatch.setattr(loop, 'autocast', _cpu_bfloat16)
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.randn(4, 1, 8, 8)
+    seen = []
+
+    def forward(m, batch):
+        out = m(batch[0])
+        seen.append(out.dtype)
+        return torch.mean((out.float() - 2.0 * batch[0]) ** 2)
+
+    history = train(model, iter(lambda: (x,), None), forward, [(x,)],
+                    steps=30, lr=0.05, outdir=tmp_path, eval_every=10,
+                    patience=10, progress=False, device='cpu',
+                    log=lambda m: None)
+    assert torch.bfloat16 in seen
+    assert history['val'][-1][1] < history['val'][0][1]
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_morphology_training_under_mixed_precision(monkeypatch):
+    from cnnfind.training import morphology
+    monkeypatch.setattr(morphology, 'autocast', _cpu_bfloat16)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (24, 96, 96, 3)).astype(np.uint8)
+    labels = np.arange(24) % 3
+    split = np.where(np.arange(24) < 18, 'train', 'val')
+    net, calibration, history = morphology.train(
+        images, labels, np.zeros(24, bool), split, epochs=2, batch_size=6,
+        log=lambda m: None)
+    assert len(history) == 2 and np.isfinite(history[-1][1])
+    assert calibration[0] > 0
+    assert next(net.parameters()).dtype == torch.float32
