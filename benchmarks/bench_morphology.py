@@ -87,21 +87,25 @@ def _ensembles(models, cut, ng_test, y_test, p_bundled, p_ng_bundled):
     and the bundled one (colour cutouts, with and without ``tta``).
     """
     cols = [f'p_{c}' for c in CLASSES]
+    members = {tta: [np.vstack([p_bundled[tta], p_ng_bundled[tta]])]
+               for tta in (False, True)}
     results = {}
-    for tta in (False, True):
-        members = [np.vstack([p_bundled[tta], p_ng_bundled[tta]])]
-        for path in models:
+    for path in models:
+        x = None
+        for tta in (False, True):
             clf = GalaxyMorphClassifier(path, device='cpu', tta=tta)
-            x = np.stack([to_network_input(s, crop=clf._crop,
-                                           size=clf._size)[0]
-                          for s in ng_test])
+            if x is None:  # the stamps' network inputs, once per model
+                x = np.stack([to_network_input(s, crop=clf._crop,
+                                               size=clf._size)[0]
+                              for s in ng_test])
             p = np.vstack([np.column_stack([clf(cut)[c] for c in cols]),
                            clf._predict(x)])
-            members.append(p)
+            members[tta].append(p)
             results[f'{os.path.relpath(path)}, tta={tta}'] = \
                 classification_metrics(p, y_test, CLASSES)
-        results[f'mean of {len(members)} models, tta={tta}'] = \
-            classification_metrics(np.mean(members, axis=0), y_test,
+    for tta in (False, True):
+        results[f'mean of {len(members[tta])} models, tta={tta}'] = \
+            classification_metrics(np.mean(members[tta], axis=0), y_test,
                                    CLASSES)
     return results
 

@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 __all__ = ['training_device', 'autocast', 'grad_scaler', 'to_device',
-           'add_device_argument']
+           'backward_step', 'add_device_argument']
 
 _CHOICES = ('auto', 'cpu', 'cuda')
 
@@ -71,6 +71,21 @@ def grad_scaler(device):
     """
     return torch.amp.GradScaler('cuda',
                                 enabled=_half_dtype(device) == torch.float16)
+
+
+def backward_step(loss, opt, scaler, max_grad_norm=None):
+    """
+    Back-propagate ``loss`` and take an optimiser step through
+    ``scaler`` (a no-op scaler on the CPU), optionally clipping the
+    gradient norm of the optimised parameters first.
+    """
+    scaler.scale(loss).backward()
+    if max_grad_norm is not None:
+        scaler.unscale_(opt)
+        params = [p for group in opt.param_groups for p in group['params']]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
 
 
 def to_device(batch, device):

@@ -13,6 +13,7 @@ import torch
 
 from cnnfind.training._device import (
     autocast,
+    backward_step,
     grad_scaler,
     to_device,
     training_device,
@@ -135,11 +136,7 @@ def train(model, stream, forward, val_batches, *, steps, lr=2e-3,
             with autocast(device):
                 loss = forward(model, _dihedral(batch, k))
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            scaler.step(opt)
-            scaler.update()
+            backward_step(loss, opt, scaler, max_grad_norm=5.0)
             sched.step()
             running += loss.item()
             n_run += 1

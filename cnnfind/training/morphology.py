@@ -25,6 +25,7 @@ from cnnfind.morphology._prepare import DISPLAY
 from cnnfind.training._device import (
     add_device_argument,
     autocast,
+    backward_step,
     grad_scaler,
     training_device,
 )
@@ -303,9 +304,7 @@ def train(images, labels, grey, split, *, epochs=30, batch_size=64, lr=2e-3,
                     net(x), torch.as_tensor(labels[idx], device=device),
                     label_smoothing=0.05)
             opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            backward_step(loss, opt, scaler)
             sched.step()
             _ema_update(ema, net, ema_decay)
             losses.append(loss.item())

@@ -35,6 +35,7 @@ from torch import nn
 from cnnfind.training._device import (
     add_device_argument,
     autocast,
+    backward_step,
     grad_scaler,
     to_device,
     training_device,
@@ -248,9 +249,7 @@ def train_net(data, *, epochs=15, batch_size=256, lr=2e-3, seed=0,
             with autocast(device):
                 loss = lossf(model(xb, sb)[:, 0].float(), yb)
             opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            backward_step(loss, opt, scaler)
             sched.step()
             total += float(loss.detach()) * len(idx)
         history.append(total / len(ys))
