@@ -47,6 +47,26 @@ class TestRobustSkyNoise:
         assert sky == pytest.approx(10.0, abs=0.05)
         assert noise == pytest.approx(1.0, rel=0.05)
 
+    @pytest.mark.parametrize('case', ['normal', 'outliers', 'quantised',
+                                      'small', 'skewed'])
+    def test_clipping_matches_astropy(self, case):
+        """The sorted-sample clipping gives astropy's clipped median and
+        standard deviation."""
+        from astropy.stats import sigma_clipped_stats
+
+        from cnnfind.runtime.normalize import _clipped_median_std
+        rng = np.random.default_rng(4)
+        x = {'normal': rng.normal(1000.0, 5.0, 20000),
+             'outliers': np.concatenate([rng.normal(0.0, 1.0, 5000),
+                                         rng.exponential(50.0, 800)]),
+             'quantised': np.round(rng.normal(3.0, 0.4, 4000)),
+             'small': rng.normal(0.0, 1.0, 7),
+             'skewed': rng.lognormal(0.0, 1.0, 3001)}[case]
+        _, median, std = sigma_clipped_stats(x, sigma=3.0, maxiters=5)
+        got_median, got_std = _clipped_median_std(x, 3.0, 5)
+        assert got_median == pytest.approx(median, rel=1e-12, abs=1e-12)
+        assert got_std == pytest.approx(std, rel=1e-9)
+
     def test_all_invalid_raises(self):
         with pytest.raises(ValueError, match='no valid'):
             robust_sky_noise(np.full((10, 10), np.nan))

@@ -11,7 +11,12 @@ from cnnfind import CNNStarFinder  # noqa: E402
 from cnnfind.training.calibrate import isotonic_fit  # noqa: E402
 from cnnfind.training.data import N_CHANNELS, make_patch  # noqa: E402
 from cnnfind.training.export import check_parity, export_onnx  # noqa: E402
-from cnnfind.training.nets import StarNet  # noqa: E402
+from cnnfind.training.nets import (  # noqa: E402
+    ExportStarNet,
+    StarNet,
+    fold_stem_weight,
+    unfold_stem_weight,
+)
 
 
 def test_patch_targets_mark_bright_stars():
@@ -58,9 +63,14 @@ def test_bundled_model_matches_torch_weights(tmp_path):
     onnx_model = onnx.load(str(load_model(None, 'starfinder').path))
     inits = {i.name: numpy_helper.to_array(i)
              for i in onnx_model.graph.initializer}
-    # Version 1 models read 2 channels, version 2 models 3.
-    n_in = inits['stem.weight'].shape[1] // 4
-    net = StarNet(in_channels=n_in)
+    stem = torch.from_numpy(inits['stem.weight'].copy())
+    if stem.shape[-1] == 6:  # exported with the stem folded
+        stem = unfold_stem_weight(stem)
+    inits['stem.weight'] = stem.numpy()
+    n_in = stem.shape[1] // 4
+    channels = (stem.shape[0], inits['enc1.0.0.weight'].shape[0],
+                inits['enc2.0.0.weight'].shape[0])
+    net = StarNet(channels, in_channels=n_in)
     state = net.state_dict()
     loaded = {k: torch.from_numpy(inits[k].copy()) for k in state
               if k in inits}
@@ -70,6 +80,49 @@ def test_bundled_model_matches_torch_weights(tmp_path):
     f = torch.zeros(1, 1, 1, 1)
     diff = check_parity(net, load_model(None, 'starfinder').path, (x, f))
     assert diff < 1e-4
+
+
+@pytest.mark.parametrize('n_in', [2, 3])
+def test_folded_stem_is_the_same_function(n_in):
+    """The export form (unshuffle folded into a strided stem) computes
+    what StarNet computes, and the fold is invertible."""
+    torch.manual_seed(1)
+    net = StarNet((8, 16, 24), in_channels=n_in).eval()
+    w = net.stem.weight.detach()
+    folded = fold_stem_weight(w)
+    assert folded.shape == (8, n_in, 6, 6)
+    assert torch.equal(unfold_stem_weight(folded), w)
+    export = ExportStarNet(net).eval()
+    assert not any(isinstance(m, torch.nn.PixelUnshuffle)
+                   for m in export.modules())
+    assert set(export.state_dict()) == set(net.state_dict())
+    x = torch.randn(2, n_in, 48, 80)
+    f = torch.tensor([0.3, -0.2]).view(2, 1, 1, 1)
+    with torch.no_grad():
+        ref, got = net(x, f), export(x, f)
+    assert float((ref - got).abs().max()) < 1e-5
+    # A different weight layout would not be the same function.
+    export.stem.weight.data = folded.transpose(-1, -2).contiguous()
+    with torch.no_grad():
+        assert float((ref - export(x, f)).abs().max()) > 1e-3
+
+
+def test_export_starnet_has_no_transpose(tmp_path):
+    """The exported graph has no 6-D transpose from the unshuffle, and
+    the fine-tuning loader reads the folded stem back."""
+    import onnx
+
+    from cnnfind.training.finetune import starnet_from_onnx
+    from cnnfind.training.starfinder import export_starnet
+    torch.manual_seed(2)
+    net = StarNet((8, 16, 24)).eval()
+    path = tmp_path / 'sf.onnx'
+    assert export_starnet(net, path, 2) < 1e-4
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert 'Transpose' not in ops and 'SpaceToDepth' not in ops
+    back = starnet_from_onnx(path)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v)
 
 
 def test_patch_matched_filter_channel_marks_stars():

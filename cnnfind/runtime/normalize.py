@@ -4,7 +4,6 @@ cnnfind network sees.
 """
 
 import numpy as np
-from astropy.stats import sigma_clipped_stats
 
 __all__ = ['robust_sky_noise', 'normalize_image', 'valid_pixel_mask',
            'check_mask_shape']
@@ -57,6 +56,46 @@ def check_mask_shape(mask, shape):
                f'{tuple(shape)}; they must be the same')
         raise ValueError(msg)
     return mask
+
+
+def _clipped_median_std(values, sigma, maxiters):
+    """
+    Sigma-clipped median and standard deviation of a 1-D sample.
+
+    The same iteration as `astropy.stats.sigma_clipped_stats` (median
+    centre, standard deviation, values outside ``median +- sigma * std``
+    of the kept values dropped until none is or ``maxiters`` is
+    reached), done on the sorted sample: the kept values are always a
+    contiguous run of it, so each iteration is two binary searches and
+    prefix sums instead of new medians and copies.
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    # Prefix sums about the median, so that the variance does not lose
+    # precision to a large sky level.
+    x0 = x[x.size // 2]
+    c1 = np.concatenate([[0.0], np.cumsum(x - x0)])
+    c2 = np.concatenate([[0.0], np.cumsum((x - x0) ** 2)])
+    lo, hi = 0, x.size
+
+    def stats(lo, hi):
+        n = hi - lo
+        mid = lo + n // 2
+        median = x[mid] if n % 2 else 0.5 * (x[mid - 1] + x[mid])
+        mean = (c1[hi] - c1[lo]) / n
+        var = (c2[hi] - c2[lo]) / n - mean ** 2
+        return median, float(np.sqrt(max(var, 0.0)))
+
+    median, std = stats(lo, hi)
+    for _ in range(maxiters):
+        new_lo = max(lo, int(np.searchsorted(x, median - sigma * std,
+                                             'left')))
+        new_hi = min(hi, int(np.searchsorted(x, median + sigma * std,
+                                             'right')))
+        if (new_lo, new_hi) == (lo, hi) or new_hi <= new_lo:
+            break
+        lo, hi = new_lo, new_hi
+        median, std = stats(lo, hi)
+    return float(median), std
 
 
 def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,
@@ -116,8 +155,7 @@ def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,
     if sample.size == 0:
         msg = 'the image has no valid (finite, unmasked) pixels'
         raise ValueError(msg)
-    _, median, _ = sigma_clipped_stats(sample.astype(np.float64),
-                                       sigma=sigma, maxiters=maxiters)
+    median, _ = _clipped_median_std(sample, sigma, maxiters)
     # Noise from differences of pixels _NOISE_LAG apart along rows:
     # insensitive to sky gradients and nebulosity (which inflate a plain
     # clipped std), and, unlike adjacent pixels, to the pixel-to-pixel
@@ -129,7 +167,7 @@ def robust_sky_noise(data, valid=None, *, sigma=3.0, maxiters=5,
         diff = diff[::diff.size // max_samples + 1]
     std = np.nan
     if diff.size >= 8:
-        _, _, std = sigma_clipped_stats(diff, sigma=sigma, maxiters=maxiters)
+        _, std = _clipped_median_std(diff, sigma, maxiters)
         if not np.isfinite(std) or std <= 0:
             # Quantised data can clip to zero spread; use the MAD.
             std = np.median(np.abs(diff - np.median(diff))) * 1.4826

@@ -159,7 +159,8 @@ def _draw_targets(shape, x, y, positive, ignore_xy, sigma=0.8):
 
 
 def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
-               snr_ignore=2.0, max_tries=10, n_channels=N_CHANNELS):
+               snr_ignore=2.0, max_tries=10, n_channels=N_CHANNELS, *,
+               sky_jitter=0.3, noise_jitter=0.15):
     """
     One training example.
 
@@ -171,19 +172,25 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     fwhm_in : float32
         The FWHM input, ``log(fwhm_hint / FWHM_REF)``, with the hint
         jittered around the true FWHM as users' guesses are.
+
+    The sky level given to the network is off by a normal deviate of
+    ``sky_jitter`` times the noise, and the noise by a log-normal factor
+    of width ``noise_jitter``, so that it learns not to trust them
+    blindly.
     target, weight : float32 arrays (size, size)
         Centre heatmap and per-pixel loss weight (0 = ignored).
     """
+    jitter = (sky_jitter, noise_jitter)
     for _ in range(max_tries - 1):
         try:
             return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                                    snr_ignore, n_channels)
+                                    snr_ignore, n_channels, jitter)
         except ValueError:
             # A patch that cannot be normalised (e.g. a real crop that is
             # saturated or masked throughout): draw another one.
             continue
     return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                            snr_ignore, n_channels)
+                            snr_ignore, n_channels, jitter)
 
 
 def real_background_crop(rng, backgrounds, size):
@@ -204,7 +211,7 @@ def real_background_crop(rng, backgrounds, size):
 
 
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
-                     n_channels):
+                     n_channels, jitter=(0.3, 0.15)):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
     bg_excl = None
@@ -236,8 +243,8 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
             img[cy:cy + h, cx:cx + w] = np.nan
     valid = valid_pixel_mask(img, mask)
     sky, noise = robust_sky_noise(img, valid)
-    sky += rng.normal(0, 0.3) * noise
-    noise *= float(np.exp(rng.normal(0, 0.15)))
+    sky += rng.normal(0, jitter[0]) * noise
+    noise *= float(np.exp(rng.normal(0, jitter[1])))
     hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
     x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, n_channels)
 

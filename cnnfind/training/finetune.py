@@ -29,7 +29,7 @@ from cnnfind.runtime.registry import load_model
 from cnnfind.training._device import add_device_argument
 from cnnfind.training.export import write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
-from cnnfind.training.nets import StarNet
+from cnnfind.training.nets import StarNet, unfold_stem_weight
 from cnnfind.training.starfinder import export_starnet
 from cnnfind.training.survey import read_field
 
@@ -78,6 +78,9 @@ def starnet_from_onnx(path):
         ``python -m cnnfind.training.starfinder --init CHECKPOINT``.
     """
     state = onnx_state_dict(path)
+    if 'stem.weight' in state and state['stem.weight'].shape[-1] == 6:
+        # Exported with the unshuffle folded into the stem (ExportStarNet).
+        state['stem.weight'] = unfold_stem_weight(state['stem.weight'])
     try:
         channels = (state['stem.weight'].shape[0],
                     state['enc1.0.0.weight'].shape[0],

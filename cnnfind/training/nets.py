@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ['StarNet']
+__all__ = ['StarNet', 'ExportStarNet', 'fold_stem_weight',
+           'unfold_stem_weight']
 
 
 def _conv(cin, cout, stride=1):
@@ -49,8 +50,11 @@ class StarNet(nn.Module):
         self.head = nn.Conv2d(c0, 4, 1)
 
     def forward(self, x, fwhm):
-        x = F.pixel_unshuffle(x, 2)
-        a = self.enc0(F.relu(self.stem(x) + self.fwhm_bias * fwhm))
+        return self._body(self.stem(F.pixel_unshuffle(x, 2)), fwhm)
+
+    def _body(self, s, fwhm):
+        """Everything after the stem convolution."""
+        a = self.enc0(F.relu(s + self.fwhm_bias * fwhm))
         b = self.enc1(a)
         c = self.enc2(b)
         u = F.interpolate(self.lat2(c), scale_factor=4.0, mode='nearest')
@@ -58,3 +62,51 @@ class StarNet(nn.Module):
         u = F.interpolate(self.lat1(u), scale_factor=2.0, mode='nearest')
         u = self.dec0(a + u)
         return F.pixel_shuffle(self.head(u), 2)
+
+
+def fold_stem_weight(weight):
+    """
+    The stem as one full-resolution convolution.
+
+    A 3x3 convolution (padding 1) of the 2x2 pixel-unshuffled input
+    equals a 6x6 convolution of stride 2 and padding 2 of the input
+    itself: input row ``2 * (Y + dy - 1) + i`` is kernel row
+    ``2 * dy + i``. Turns weights of shape ``(c0, 4 * cin, 3, 3)`` into
+    ``(c0, cin, 6, 6)``; `unfold_stem_weight` is its inverse.
+    """
+    c0, c4 = weight.shape[:2]
+    w = weight.reshape(c0, c4 // 4, 2, 2, 3, 3)   # (o, c, i, j, dy, dx)
+    return w.permute(0, 1, 4, 2, 5, 3).reshape(c0, c4 // 4, 6, 6)
+
+
+def unfold_stem_weight(weight):
+    """Inverse of `fold_stem_weight`: ``(c0, cin, 6, 6)`` to
+    ``(c0, 4 * cin, 3, 3)``."""
+    c0, cin = weight.shape[:2]
+    w = weight.reshape(c0, cin, 3, 2, 3, 2)       # (o, c, dy, i, dx, j)
+    return w.permute(0, 1, 3, 5, 2, 4).reshape(c0, 4 * cin, 3, 3)
+
+
+class ExportStarNet(StarNet):
+    """
+    A trained `StarNet` in the form written to ONNX: the same function,
+    with the pixel unshuffle and the stem folded into one strided
+    convolution (`fold_stem_weight`). That saves the 6-D transpose the
+    unshuffle becomes in ONNX, about a fifth of the inference time on a
+    CPU. The parameter names are those of `StarNet`.
+    """
+
+    def __init__(self, net):
+        c0, c4 = net.stem.weight.shape[:2]
+        super().__init__((c0, net.enc1[0][0].out_channels,
+                          net.enc2[0][0].out_channels),
+                         in_channels=c4 // 4)
+        self.load_state_dict(net.state_dict())
+        stem = nn.Conv2d(c4 // 4, c0, 6, 2, 2)
+        with torch.no_grad():
+            stem.weight.copy_(fold_stem_weight(net.stem.weight))
+            stem.bias.copy_(net.stem.bias)
+        self.stem = stem
+
+    def forward(self, x, fwhm):
+        return self._body(self.stem(x), fwhm)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cnnfind.detection._input import MAX_KERNEL_RADIUS
@@ -29,7 +30,7 @@ from cnnfind.training.data import (
 )
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import PatchStream, masked_bce, train
-from cnnfind.training.nets import StarNet
+from cnnfind.training.nets import ExportStarNet, StarNet
 
 __all__ = ['main', 'build_parser', 'export_starnet']
 
@@ -63,11 +64,12 @@ def _halo(n_in):
 
 def export_starnet(model, onnx_path, n_channels):
     """
-    Export a `StarNet` to ONNX (dynamic batch and image size) and return
-    the largest absolute difference between the ONNX and torch outputs.
+    Export a `StarNet` to ONNX (dynamic batch and image size), in its
+    `~cnnfind.training.nets.ExportStarNet` form, and return the largest
+    absolute difference between the ONNX and the torch `StarNet` outputs.
     """
     example = (torch.randn(1, n_channels, 64, 96), torch.zeros(1, 1, 1, 1))
-    export_onnx(model, example, onnx_path, input_names=('image', 'fwhm'),
+    export_onnx(ExportStarNet(model), example, onnx_path, input_names=('image', 'fwhm'),
                 output_names=('logits',),
                 dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
                               'fwhm': {0: 'batch'},
@@ -87,11 +89,13 @@ def _forward(model, batch):
 class _Example:
     """Picklable example maker (for the DataLoader worker)."""
 
-    def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS):
+    def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS,
+                 jitter=(0.3, 0.15)):
         self.patch = patch
         self.data_dir = data_dir
         self.use_real = use_real
         self.n_channels = n_channels
+        self.jitter = jitter
 
     def setup(self):
         """The real backgrounds (none with ``use_real=False``)."""
@@ -99,7 +103,9 @@ class _Example:
 
     def __call__(self, rng, context):
         return make_patch(rng, self.patch, context or (),
-                          n_channels=self.n_channels)
+                          n_channels=self.n_channels,
+                          sky_jitter=self.jitter[0],
+                          noise_jitter=self.jitter[1])
 
 
 def build_parser():
@@ -121,6 +127,15 @@ def build_parser():
                    help='2: image and validity (the shipped model); 3: '
                         'also a matched-filter SNR channel (an experiment: '
                         'measured no better, see the training docs)')
+    p.add_argument('--channels', type=int, nargs=3, default=(16, 32, 48),
+                   metavar=('C0', 'C1', 'C2'),
+                   help='feature channels at the three encoder levels')
+    p.add_argument('--sky-jitter', type=float, default=0.3,
+                   help='error of the sky level given to the network, in '
+                        'units of the noise (standard deviation)')
+    p.add_argument('--noise-jitter', type=float, default=0.15,
+                   help='log-normal error of the noise given to the '
+                        'network (standard deviation of its log)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', default=None,
                    help='shared data folder (default: ../shared/data)')
@@ -141,6 +156,23 @@ def build_parser():
     return p
 
 
+def _training_command(args):
+    """The command line that reproduces this run (non-default options)."""
+    defaults = build_parser().parse_args([])
+    cmd = ['python -m cnnfind.training.starfinder --out cnnfind/models',
+           f'--steps {args.steps}', f'--seed {args.seed}']
+    for name, flag in (('input_channels', '--input-channels'),
+                       ('channels', '--channels'),
+                       ('sky_jitter', '--sky-jitter'),
+                       ('noise_jitter', '--noise-jitter')):
+        value = getattr(args, name)
+        if list(np.atleast_1d(value)) != list(np.atleast_1d(
+                getattr(defaults, name))):
+            cmd.append(f'{flag} ' + ' '.join(str(v) for v in
+                                             np.atleast_1d(value)))
+    return ' '.join(cmd)
+
+
 def main(argv=None):
     """Run the whole pipeline; returns the path of the model card."""
     args = build_parser().parse_args(argv)
@@ -157,13 +189,14 @@ def main(argv=None):
         log_file.flush()
 
     n_in = args.input_channels
-    model = StarNet(in_channels=n_in)
+    model = StarNet(channels=tuple(args.channels), in_channels=n_in)
     if args.init:
         model.load_state_dict(torch.load(args.init))
     history = None
     if not args.skip_training:
         maker = _Example(args.patch, args.data_dir, use_real=not args.no_real,
-                         n_channels=n_in)
+                         n_channels=n_in,
+                         jitter=(args.sky_jitter, args.noise_jitter))
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
@@ -209,11 +242,7 @@ def main(argv=None):
         # filter's half-width), so tiled output equals a full pass.
         'halo': _halo(n_in),
         'receptive_field_radius': RECEPTIVE_FIELD_RADIUS,
-        'training_command': 'python -m cnnfind.training.starfinder '
-                            f'--out cnnfind/models --steps {args.steps} '
-                            f'--seed {args.seed}'
-                            + ('' if n_in == N_CHANNELS
-                               else f' --input-channels {n_in}'),
+        'training_command': _training_command(args),
         'training_data': (
             'On-the-fly simulated 128x128 patches: Moffat/Gaussian PSFs '
             'with FWHM 1.3-9 px, axis ratio 0.7-1, power-law SNR from 1, '
@@ -226,6 +255,9 @@ def main(argv=None):
             'loss. M67 and the SEP frame are held out for evaluation.'),
         'training': {'steps': args.steps, 'batch_size': args.batch_size,
                      'patch': args.patch, 'lr': args.lr, 'seed': args.seed,
+                     'channels': list(args.channels),
+                     'sky_jitter': args.sky_jitter,
+                     'noise_jitter': args.noise_jitter,
                      'history': history, 'torch': torch.__version__,
                      'python': platform.python_version()},
         'onnx_parity_max_abs_diff': parity,
