@@ -44,6 +44,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from astropy.table import QTable
@@ -76,6 +77,10 @@ SCENARIOS = ('sparse', 'crowded', 'faint', 'realistic')
 SNR_BINS = (3.0, 5.0, 10.0, 20.0, np.inf)
 SNR_LABELS = ('3-5', '5-10', '10-20', '>20')
 DATA_DIR = os.path.join(_ROOT, '..', 'shared', 'data', 'real')
+
+
+#: Environment variable naming the star-finder model to benchmark.
+_MODEL_ENV = 'CNNFIND_BENCH_MODEL'
 
 
 @dataclass
@@ -116,12 +121,16 @@ def _sep_unavailable():
 
 def make_finders(names=None, check=True):
     """The finders of the benchmark, in table order."""
+    # A model other than the bundled one (``--model``; the environment
+    # carries it to the speed subprocesses).
+    model = os.environ.get(_MODEL_ENV)
+    cnn = {'model': model} if model else {}
     finders = [
         # Speed is measured as users run it: threshold 5 sigma and the
         # model's default probability cut (the sweep above uses a low cut).
         Finder('CNNStarFinder', run_cnnfind, (2.0, 3.0, 5.0),
-               {'min_probability': 0.01}, 5.0, 'probability',
-               speed_kwargs={}),
+               {'min_probability': 0.01, **cnn}, 5.0, 'probability',
+               speed_kwargs=cnn),
         Finder('DAO (defaults)', run_dao, (2.0,), {}, 5.0,
                'DAOFIND statistic'),
         Finder('DAO (tuned)', run_dao, (2.0,),
@@ -511,6 +520,10 @@ def parse_args(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='512x512, one seed, speed at 1024 only (about a '
                         'minute)')
+    p.add_argument('--model', default=None,
+                   help='CNNStarFinder model to benchmark: an ONNX file '
+                        'with its card beside it (default: the bundled '
+                        'model)')
     p.add_argument('--_worker', nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -533,6 +546,9 @@ def main(argv=None):
     print(f'# {os.cpu_count()} CPUs, load average '
           f'{", ".join(f"{v:.1f}" for v in os.getloadavg())} at start; '
           f'{time.strftime("%Y-%m-%d %H:%M")}')
+    if args.model:
+        os.environ[_MODEL_ENV] = str(Path(args.model).resolve())
+        print(f'# CNNStarFinder model: {args.model}')
     t_start = time.perf_counter()
     finders = make_finders(args.finders)
     for f in finders:
