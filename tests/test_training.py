@@ -204,3 +204,37 @@ def test_matched_filter_model_runs_tiled_like_full_pass(tmp_path,
     monkeypatch.setattr(finder_module, '_network_input', blank_third)
     blank = CNNStarFinder(3.0, 6.0, model=path).heatmap(img)
     assert np.abs(blank - full).max() > 1e-3
+
+
+def test_training_command_records_non_default_options():
+    from cnnfind.training.starfinder import _training_command, build_parser
+    default = _training_command(build_parser().parse_args([]))
+    assert default == ('python -m cnnfind.training.starfinder --out '
+                       'cnnfind/models --steps 4000 --seed 0')
+    cmd = _training_command(build_parser().parse_args(
+        ['--steps', '10', '--channels', '24', '48', '64',
+         '--sky-jitter', '0.1']))
+    assert cmd.endswith('--steps 10 --seed 0 --channels 24 48 64 '
+                        '--sky-jitter 0.1')
+    # The recorded command parses back to the same options.
+    again = build_parser().parse_args(cmd.split()[3:])
+    assert list(again.channels) == [24, 48, 64]
+    assert again.sky_jitter == 0.1 and again.noise_jitter == 0.15
+
+
+def test_patch_jitter_options():
+    """Without jitter the network sees the estimated sky and noise: the
+    normalised sky is centred on zero."""
+    from cnnfind.training.data import make_patch
+    offsets = []
+    for k in range(6):
+        rng = np.random.default_rng((11, k))
+        x, *_ = make_patch(rng, 64, (), sky_jitter=0.0, noise_jitter=0.0)
+        offsets.append(np.median(x[0][x[1] > 0]))
+    jittered = []
+    for k in range(6):
+        rng = np.random.default_rng((11, k))
+        x, *_ = make_patch(rng, 64, (), sky_jitter=1.0, noise_jitter=0.0)
+        jittered.append(np.median(x[0][x[1] > 0]))
+    assert np.max(np.abs(offsets)) < 0.1
+    assert np.max(np.abs(jittered)) > 0.1

@@ -172,13 +172,15 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     fwhm_in : float32
         The FWHM input, ``log(fwhm_hint / FWHM_REF)``, with the hint
         jittered around the true FWHM as users' guesses are.
-
-    The sky level given to the network is off by a normal deviate of
-    ``sky_jitter`` times the noise, and the noise by a log-normal factor
-    of width ``noise_jitter``, so that it learns not to trust them
-    blindly.
     target, weight : float32 arrays (size, size)
         Centre heatmap and per-pixel loss weight (0 = ignored).
+
+    Notes
+    -----
+    The sky level given to the network is off by a normal deviate of
+    ``sky_jitter`` times the noise, and the noise by a log-normal factor
+    of width ``noise_jitter``, so that the network learns not to trust
+    them blindly.
     """
     jitter = (sky_jitter, noise_jitter)
     for _ in range(max_tries - 1):

@@ -69,8 +69,8 @@ def export_starnet(model, onnx_path, n_channels):
     absolute difference between the ONNX and the torch `StarNet` outputs.
     """
     example = (torch.randn(1, n_channels, 64, 96), torch.zeros(1, 1, 1, 1))
-    export_onnx(ExportStarNet(model), example, onnx_path, input_names=('image', 'fwhm'),
-                output_names=('logits',),
+    export_onnx(ExportStarNet(model), example, onnx_path,
+                input_names=('image', 'fwhm'), output_names=('logits',),
                 dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'},
                               'fwhm': {0: 'batch'},
                               'logits': {0: 'batch', 2: 'height',
