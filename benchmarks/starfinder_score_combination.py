@@ -1,9 +1,10 @@
 """
 Rank CNNStarFinder detections by ``logit(probability) + w * log(SNR)``,
 SNR being the matched-filter SNR at the detection, and print the best F1 for
-a few weights ``w`` (``w = 0`` is the probability alone) on the benchmark
-scenarios (1024x1024, seeds 0 and 1 pooled, threshold 2 sigma,
-``min_probability=0.01``, match radius 3 px, truth SNR >= 3).
+a few weights ``w`` on the benchmark scenarios (1024x1024, seeds 0 and 1
+pooled, threshold 2 sigma, ``min_probability=0.01``, match radius 3 px,
+truth SNR >= 3). ``w = 0`` is the probability alone; ``w = inf`` the
+matched-filter SNR alone, so the network only proposes the candidates.
 
     python benchmarks/starfinder_score_combination.py
 
@@ -21,7 +22,7 @@ from cnnfind.detection._measure import _stamps
 from cnnfind.evaluation.metrics import best_f1, scoring_mask, threshold_sweep
 from cnnfind.simulation import make_scenario
 
-WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, np.inf)
 
 
 def detect_with_snr(image, mask, fwhm, noise=None):
@@ -60,6 +61,14 @@ def _detections(scenario, seed):
             xd, yd, prob, snr)
 
 
+def _score(prob, snr, w):
+    """``logit(prob) + w * log(snr)``; the SNR alone for infinite ``w``."""
+    log_snr = np.log(np.clip(snr, 0.1, None))
+    if np.isinf(w):
+        return log_snr
+    return np.log(prob / (1 - prob)) + w * log_snr
+
+
 def main():
     warnings.simplefilter('ignore')
     print('scenario   ' + '  '.join(f'w={w:<5}' for w in WEIGHTS))
@@ -69,7 +78,7 @@ def main():
         for w in WEIGHTS:
             parts = list(zip(*[
                 (xt + 5000 * k, yt, req, xd + 5000 * k, yd,
-                 np.log(p / (1 - p)) + w * np.log(np.clip(s, 0.1, None)))
+                 _score(p, s, w))
                 for k, (xt, yt, req, xd, yd, p, s) in enumerate(runs)],
                 strict=True))
             xt, yt, req, xd, yd, score = (np.concatenate(a) for a in parts)
