@@ -238,3 +238,32 @@ def test_patch_jitter_options():
         jittered.append(np.median(x[0][x[1] > 0]))
     assert np.max(np.abs(offsets)) < 0.1
     assert np.max(np.abs(jittered)) > 0.1
+
+
+def test_unlisted_peaks_of_real_frames_are_excluded():
+    """Stars a real frame's catalogue misses are left out of the loss
+    (not taught as negatives); noise and listed stars are not."""
+    pytest.importorskip('photutils')
+    from cnnfind.simulation.psf import render_profiles
+    from cnnfind.training.data import _unlisted_exclusion
+    rng = np.random.default_rng(8)
+    img = rng.normal(100.0, 5.0, (200, 200))
+    xs = np.array([40.0, 120.0, 160.0, 60.0])
+    ys = np.array([50.0, 70.0, 150.0, 160.0])
+    # Amplitudes giving matched-filter SNR ~ 15 with FWHM 2.5.
+    render_profiles(img, xs, ys, np.full(4, 5.0 * 15 * 2.5), 2.5,
+                    kind='gaussian')
+    listed = [0, 1]
+    excl = _unlisted_exclusion(img.astype(np.float32), xs[listed],
+                               ys[listed], 5.0)
+    for k in range(4):
+        hit = excl[int(ys[k]), int(xs[k])]
+        assert hit == (k not in listed)
+    # Only the two unlisted stars' discs (radius 3.75 px), no noise peaks.
+    assert excl.sum() < 2 * np.pi * 4.5**2
+    # Correlated noise is measured in its own units: a smoothed pure-noise
+    # frame gets (almost) nothing excluded.
+    from scipy import ndimage
+    smooth = ndimage.gaussian_filter(rng.normal(0, 5.0, (200, 200)), 0.8)
+    assert _unlisted_exclusion(smooth.astype(np.float32), np.zeros(0),
+                               np.zeros(0), 5.0).mean() < 0.002

@@ -72,11 +72,43 @@ def _read_sextractor(path):
     return col['X_IMAGE'] - 1, col['Y_IMAGE'] - 1, radius
 
 
-def load_backgrounds(data_dir=None):
+def _unlisted_exclusion(img, cat_x, cat_y, snr, fwhm=2.5, box=32):
+    """
+    Discs (radius 1.5 ``fwhm``) around the significant peaks of a real
+    frame that its catalogue does not list.
+
+    A peak counts when the matched filter (FWHM ``fwhm``) of the frame
+    minus a ``box``-pixel mesh background exceeds ``snr`` times the
+    filtered map's own clipped standard deviation, which makes the cut
+    the same for white and for correlated (plate, resampled) noise.
+    Such peaks are mostly faint real sources the catalogue is too
+    shallow to hold: labelling them negatives would teach the network
+    that faint stars are not stars.
+    """
+    from astropy.stats import sigma_clipped_stats
+    from photutils.background import Background2D
+
+    from cnnfind.detection._input import _matched_filter_snr
+    from cnnfind.training.survey import _discs, _unlisted_peaks
+    valid = np.isfinite(img)
+    work = np.where(valid, img, np.median(img[valid])).astype(np.float32)
+    resid = work - Background2D(work, box, filter_size=(3, 3)).background
+    _, noise = robust_sky_noise(img, valid)
+    _, _, spread = sigma_clipped_stats(
+        _matched_filter_snr((resid / noise).astype(np.float32), fwhm))
+    px, py = _unlisted_peaks(resid, valid, 0.0, noise * spread, fwhm,
+                             cat_x, cat_y, snr)
+    return _discs(img.shape, px, py, np.full(len(px), 1.5 * fwhm))
+
+
+def load_backgrounds(data_dir=None, unlisted_snr=None):
     """
     Load the real background frames and their source exclusion lists.
 
-    Returns an empty list if the shared data are absent.
+    The exclusion map covers the catalogue's sources and, with
+    ``unlisted_snr``, also the peaks above that significance that the
+    catalogue does not list (see `_unlisted_exclusion`). Returns an empty
+    list if the shared data are absent.
     """
     from astropy.io import fits
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
@@ -100,6 +132,8 @@ def load_backgrounds(data_dir=None):
             x0, x1 = int(max(xi - ri, 0)), int(min(xi + ri + 1, img.shape[1]))
             sub = ((xx[:, x0:x1] - xi)**2 + (yy[y0:y1] - yi)**2) <= ri**2
             excl[y0:y1, x0:x1] |= sub
+        if unlisted_snr is not None:
+            excl |= _unlisted_exclusion(img, x, y, unlisted_snr)
         out.append((rel, img, excl))
     return out
 

@@ -90,16 +90,19 @@ class _Example:
     """Picklable example maker (for the DataLoader worker)."""
 
     def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS,
-                 jitter=(0.3, 0.15)):
+                 jitter=(0.3, 0.15), unlisted_snr=None):
         self.patch = patch
         self.data_dir = data_dir
+        self.unlisted_snr = unlisted_snr
         self.use_real = use_real
         self.n_channels = n_channels
         self.jitter = jitter
 
     def setup(self):
         """The real backgrounds (none with ``use_real=False``)."""
-        return load_backgrounds(self.data_dir) if self.use_real else []
+        return (load_backgrounds(self.data_dir,
+                                 unlisted_snr=self.unlisted_snr)
+                if self.use_real else [])
 
     def __call__(self, rng, context):
         return make_patch(rng, self.patch, context or (),
@@ -136,6 +139,11 @@ def build_parser():
     p.add_argument('--noise-jitter', type=float, default=0.15,
                    help='log-normal error of the noise given to the '
                         'network (standard deviation of its log)')
+    p.add_argument('--unlisted-snr', type=float, default=None,
+                   help='leave out of the loss the peaks of the real '
+                        'backgrounds above this significance that their '
+                        'catalogues do not list (default: they are '
+                        'negatives)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', default=None,
                    help='shared data folder (default: ../shared/data)')
@@ -164,7 +172,8 @@ def _training_command(args):
     for name, flag in (('input_channels', '--input-channels'),
                        ('channels', '--channels'),
                        ('sky_jitter', '--sky-jitter'),
-                       ('noise_jitter', '--noise-jitter')):
+                       ('noise_jitter', '--noise-jitter'),
+                       ('unlisted_snr', '--unlisted-snr')):
         value = getattr(args, name)
         if list(np.atleast_1d(value)) != list(np.atleast_1d(
                 getattr(defaults, name))):
@@ -196,7 +205,8 @@ def main(argv=None):
     if not args.skip_training:
         maker = _Example(args.patch, args.data_dir, use_real=not args.no_real,
                          n_channels=n_in,
-                         jitter=(args.sky_jitter, args.noise_jitter))
+                         jitter=(args.sky_jitter, args.noise_jitter),
+                         unlisted_snr=args.unlisted_snr)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
@@ -258,6 +268,7 @@ def main(argv=None):
                      'channels': list(args.channels),
                      'sky_jitter': args.sky_jitter,
                      'noise_jitter': args.noise_jitter,
+                     'unlisted_snr': args.unlisted_snr,
                      'history': history, 'torch': torch.__version__,
                      'python': platform.python_version()},
         'onnx_parity_max_abs_diff': parity,
