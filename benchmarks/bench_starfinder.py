@@ -283,8 +283,9 @@ def _reset_peak_rss():
         return False
 
 
-def _worker(name, path, fwhm, threshold):
-    """Subprocess entry: time one run and measure its peak memory."""
+def _worker(name, path, fwhm, threshold, repeats=1):
+    """Subprocess entry: time ``repeats`` runs (the median is reported)
+    and measure their peak memory."""
     import gc
 
     finders = {f.name: f for f in make_finders(check=False)}
@@ -301,22 +302,27 @@ def _worker(name, path, fwhm, threshold):
     rss0 = _proc_status_mb('VmRSS')
     reset = rss0 is not None and _reset_peak_rss()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    t0 = time.perf_counter()
-    res = _call(finder, data, fwhm, threshold, kwargs=kwargs)
-    wall = time.perf_counter() - t0
+    seconds, walls = [], []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        res = _call(finder, data, fwhm, threshold, kwargs=kwargs)
+        walls.append(time.perf_counter() - t0)
+        seconds.append(res.seconds)
     if reset:
         increase = _proc_status_mb('VmHWM') - rss0
     else:
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         increase = after - before
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    print(json.dumps({'seconds': res.seconds, 'wall': wall,
+    print(json.dumps({'seconds': float(np.median(seconds)),
+                      'wall': float(np.median(walls)),
                       'n': int(res.x.size), 'rss_increase_mb': increase,
                       'child_peak_mb': child, 'exact_peak': reset}))
 
 
-def speed_table(finders, sizes, tmpdir, timeout=900):
-    """Mpix/s and peak memory of each finder on sparse fields."""
+def speed_table(finders, sizes, tmpdir, timeout=900, repeats=3):
+    """Mpix/s (median of ``repeats`` runs) and peak memory of each
+    finder on sparse fields."""
     rows = []
     for size in sizes:
         sim = make_scenario('sparse', (size, size), seed=0)
@@ -326,7 +332,8 @@ def speed_table(finders, sizes, tmpdir, timeout=900):
             if f.unavailable:
                 continue
             cmd = [sys.executable, os.path.abspath(__file__), '--_worker',
-                   f.name, path, repr(sim['fwhm']), repr(f.speed_threshold)]
+                   f.name, path, repr(sim['fwhm']), repr(f.speed_threshold),
+                   str(repeats)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True,
                                       timeout=timeout, check=False)
@@ -524,7 +531,10 @@ def parse_args(argv=None):
                    help='CNNStarFinder model to benchmark: an ONNX file '
                         'with its card beside it (default: the bundled '
                         'model)')
-    p.add_argument('--_worker', nargs=4, help=argparse.SUPPRESS)
+    p.add_argument('--speed-repeats', type=int, default=3,
+                   help='timed runs per finder and size in the speed '
+                        'table; the median is shown (default 3)')
+    p.add_argument('--_worker', nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.size = 512
@@ -536,8 +546,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args._worker:
-        name, path, fwhm, thr = args._worker
-        _worker(name, path, float(fwhm), float(thr))
+        name, path, fwhm, thr, repeats = args._worker
+        _worker(name, path, float(fwhm), float(thr), int(repeats))
         return 0
 
     shown = sys.argv if argv is None else [sys.argv[0], *argv]
@@ -603,14 +613,16 @@ def main(argv=None):
     if args.speed_sizes:
         print()
         print('Speed and peak memory, sparse field, one subprocess per '
-              '(finder, size), after a warm-up on a 128x128 cut-out. Peak '
-              'MB = peak RSS during the run minus RSS before it (the image '
-              'itself is loaded before; SExtractor: plus the peak RSS of its '
-              'own process).')
+              '(finder, size), after a warm-up on a 128x128 cut-out; Mpix/s '
+              f'from the median of {args.speed_repeats} timed runs. Peak '
+              'MB = peak RSS during the runs minus RSS before them (the '
+              'image itself is loaded before; SExtractor: plus the peak RSS '
+              'of its own process).')
         print('Thresholds: ' + ', '.join(
             f'{f.name} {f.speed_threshold:g}' for f in active))
         with tempfile.TemporaryDirectory(prefix='cnnfind-bench-') as tmp:
-            speed_rows = speed_table(active, args.speed_sizes, tmp)
+            speed_rows = speed_table(active, args.speed_sizes, tmp,
+                                     repeats=args.speed_repeats)
         sizes = sorted({r['size'] for r in speed_rows})
         header = ['finder'] + [f'{s}² Mpix/s' for s in sizes] + \
             [f'{s}² peak MB' for s in sizes]
