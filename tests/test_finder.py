@@ -398,6 +398,40 @@ class TestSaturation:
         assert tbl['y_centroid'][0] == pytest.approx(40.6, abs=1.5)
         assert np.isfinite(tbl['flux'][0]) and tbl['flux'][0] > 0
 
+    def test_plateaus_match_whole_image_labelling(self):
+        """The plateau search on the plateau pixels alone gives what
+        labelling and dilating the whole image gives."""
+        from scipy import ndimage
+
+        from cnnfind.detection._saturation import _saturated_stars
+        cfg = FieldConfig(density=0, fwhm=3.0, saturation=3000.0)
+        img = simulate_field((160, 140), cfg, seed=4)['image'].astype(float)
+        # Two clipped stars (one with a trail, one at the edge), a lone
+        # hot pixel at the level and a small clipped group: too small.
+        render_profiles(img, [47.3, 2.0, 100.0], [40.6, 120.0, 130.0],
+                        [4e6, 2e6, 3e4], 3.0)
+        img[20:62, 47] = np.maximum(img[20:62, 47], 3000.0)
+        img[150, 10] = 3000.0
+        img = np.minimum(img, 3000.0)
+        valid = np.ones(img.shape, bool)
+        valid[45:48, 40:43] = False
+        sky, noise = float(np.median(img)), 5.0
+        x, y, region = _saturated_stars(img, valid, sky, noise, 3.0)
+        # Reference: the whole-image computation.
+        top = img[valid].max()
+        plateau = valid & (img >= top - max(0.5 * noise, 0.1 * (top - sky)))
+        labels, n = ndimage.label(plateau, structure=np.ones((3, 3)))
+        ids = np.arange(1, n + 1)
+        ids = ids[ndimage.sum(plateau, labels, ids) >= max(4, 0.8 * 9)]
+        ref_y, ref_x = np.array(ndimage.center_of_mass(plateau, labels,
+                                                       ids)).T
+        ref_region = ndimage.binary_dilation(np.isin(labels, ids),
+                                             np.ones((3, 3)), iterations=5)
+        assert len(ids) == 2
+        np.testing.assert_allclose(x, ref_x, atol=1e-9)
+        np.testing.assert_allclose(y, ref_y, atol=1e-9)
+        np.testing.assert_array_equal(region, ref_region)
+
     def test_unsaturated_field_has_finite_columns(self, sparse_field):
         tbl = CNNStarFinder(5 * sparse_field['noise'], 3.0)(
             sparse_field['data'])

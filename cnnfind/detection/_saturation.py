@@ -9,6 +9,25 @@ from scipy import ndimage
 __all__ = []
 
 
+def _components(px, py):
+    """
+    8-connected groups of the pixels ``(px, py)``: a label per pixel,
+    numbered in the order of each group's first pixel, and the number of
+    groups.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+    n = len(px)
+    pairs = cKDTree(np.column_stack([px, py])).query_pairs(
+        1.0, p=np.inf, output_type='ndarray')
+    graph = coo_matrix((np.ones(len(pairs), bool), (pairs[:, 0],
+                                                    pairs[:, 1])),
+                       shape=(n, n))
+    n_groups, labels = connected_components(graph, directed=False)
+    return labels, n_groups
+
+
 def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
                      min_level=20.0):
     """
@@ -36,21 +55,33 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     top = float(np.max(data, where=valid, initial=-np.inf))
     if not np.isfinite(top) or top - sky < min_level * noise:
         return empty
-    plateau = valid & (data >= top - max(0.5 * noise, 0.1 * (top - sky)))
+    level = top - max(0.5 * noise, 0.1 * (top - sky))
+    # The plateau pixels, found in one pass; everything after works on
+    # them alone (few), never on the whole image again.
+    idx = np.flatnonzero(data.ravel() >= level)
+    idx = idx[valid.ravel()[idx]]
     min_size = max(min_pixels, 0.8 * fwhm**2)
-    if plateau.sum() < min_size:  # the usual case: nothing saturated
+    if idx.size < min_size:  # the usual case: nothing saturated
         return empty
-    labels, n = ndimage.label(plateau, structure=np.ones((3, 3)))
-    if n == 0:
-        return empty
-    ids = np.arange(1, n + 1)
-    sizes = ndimage.sum(plateau, labels, ids)
-    ids = ids[sizes >= min_size]
+    py, px = np.divmod(idx, data.shape[1])
+    lab, n = _components(px, py)
+    sizes = np.bincount(lab, minlength=n)
+    ids = np.nonzero(sizes >= min_size)[0]
     if len(ids) == 0:
         return empty
-    labels = np.where(np.isin(labels, ids), labels, 0)
-    y, x = np.array(ndimage.center_of_mass(plateau, labels, ids)).T
+    x = np.bincount(lab, weights=px, minlength=n)[ids] / sizes[ids]
+    y = np.bincount(lab, weights=py, minlength=n)[ids] / sizes[ids]
     grow = max(2, int(np.ceil(1.5 * fwhm)))
-    region = ndimage.binary_dilation(labels > 0, np.ones((3, 3)),
-                                     iterations=grow)
+    region = np.zeros(data.shape, bool)
+    for i in ids:
+        # Grow each plateau inside its box widened by ``grow``: the same
+        # as dilating it on the whole image, at the cost of the box.
+        cx, cy = px[lab == i], py[lab == i]
+        x0, y0 = max(cx.min() - grow, 0), max(cy.min() - grow, 0)
+        x1, y1 = cx.max() + grow + 1, cy.max() + grow + 1
+        own = np.zeros((min(y1, data.shape[0]) - y0,
+                        min(x1, data.shape[1]) - x0), bool)
+        own[cy - y0, cx - x0] = True
+        region[y0:y0 + own.shape[0], x0:x0 + own.shape[1]] |= (
+            ndimage.binary_dilation(own, np.ones((3, 3)), iterations=grow))
     return x, y, region
