@@ -160,7 +160,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
                 'onnx_parity_max_abs_diff'):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
-    assert card['halo'] == 64 and card['version'] == '1.0.0'
+    assert card['halo'] == 64 and card['version'] == '1.0.1'
     assert (tmp_path / 'run' / 'best.pt').exists()
     onnx_path = tmp_path / 'models' / 'starfinder.onnx'
     finder = CNNStarFinder(3.0, 3.0, model=onnx_path)

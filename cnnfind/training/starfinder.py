@@ -35,7 +35,7 @@ from cnnfind.training.nets import ExportStarNet, StarNet
 __all__ = ['main', 'build_parser', 'export_starnet']
 
 MODEL_NAME = 'starfinder'
-MODEL_VERSION = '1.0.0'
+MODEL_VERSION = '1.0.1'
 
 #: Receptive-field radius of `StarNet` in pixels.
 RECEPTIVE_FIELD_RADIUS = 62
