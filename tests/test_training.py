@@ -267,3 +267,28 @@ def test_unlisted_peaks_of_real_frames_are_excluded():
     smooth = ndimage.gaussian_filter(rng.normal(0, 5.0, (200, 200)), 0.8)
     assert _unlisted_exclusion(smooth.astype(np.float32), np.zeros(0),
                                np.zeros(0), 5.0).mean() < 0.002
+
+
+def test_no_sharp_artefacts_option(monkeypatch):
+    """--no-sharp-artefacts: the simulated fields get no cosmic rays or
+    hot pixels, and the card's command says so."""
+    from cnnfind.training import data
+    from cnnfind.training.starfinder import _training_command, build_parser
+    seen = []
+    real = data.simulate_field
+
+    def spy(shape, cfg, *args, **kwargs):
+        seen.append((cfg.n_cosmic, cfg.n_hot))
+        return real(shape, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(data, 'simulate_field', spy)
+    for k in range(12):
+        data.make_patch(np.random.default_rng((3, k)), 64, ())
+    assert any(c or h for c, h in seen)
+    seen.clear()
+    for k in range(12):
+        data.make_patch(np.random.default_rng((3, k)), 64, (),
+                        sharp_artefacts=False)
+    assert seen and not any(c or h for c, h in seen)
+    args = build_parser().parse_args(['--no-sharp-artefacts'])
+    assert _training_command(args).endswith('--no-sharp-artefacts')

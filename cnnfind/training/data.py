@@ -194,7 +194,7 @@ def _draw_targets(shape, x, y, positive, ignore_xy, sigma=0.8):
 
 def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
                snr_ignore=2.0, max_tries=10, n_channels=N_CHANNELS, *,
-               sky_jitter=0.3, noise_jitter=0.15):
+               sky_jitter=0.3, noise_jitter=0.15, sharp_artefacts=True):
     """
     One training example.
 
@@ -214,9 +214,10 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     The sky level given to the network is off by a normal deviate of
     ``sky_jitter`` times the noise, and the noise by a log-normal factor
     of width ``noise_jitter``, so that the network learns not to trust
-    them blindly.
+    them blindly. ``sharp_artefacts=False`` leaves out cosmic rays and hot
+    pixels (an experiment: what they cost the faint stars).
     """
-    jitter = (sky_jitter, noise_jitter)
+    jitter = (sky_jitter, noise_jitter, sharp_artefacts)
     for _ in range(max_tries - 1):
         try:
             return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
@@ -247,9 +248,11 @@ def real_background_crop(rng, backgrounds, size):
 
 
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
-                     n_channels, jitter=(0.3, 0.15)):
+                     n_channels, jitter=(0.3, 0.15, True)):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
+    if not jitter[2]:
+        cfg.n_cosmic = cfg.n_hot = 0
     bg_excl = None
     background = None
     if backgrounds and rng.random() < p_real:

@@ -90,10 +90,12 @@ class _Example:
     """Picklable example maker (for the DataLoader worker)."""
 
     def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS,
-                 jitter=(0.3, 0.15), unlisted_snr=None):
+                 jitter=(0.3, 0.15), unlisted_snr=None,
+                 sharp_artefacts=True):
         self.patch = patch
         self.data_dir = data_dir
         self.unlisted_snr = unlisted_snr
+        self.sharp_artefacts = sharp_artefacts
         self.use_real = use_real
         self.n_channels = n_channels
         self.jitter = jitter
@@ -108,7 +110,8 @@ class _Example:
         return make_patch(rng, self.patch, context or (),
                           n_channels=self.n_channels,
                           sky_jitter=self.jitter[0],
-                          noise_jitter=self.jitter[1])
+                          noise_jitter=self.jitter[1],
+                          sharp_artefacts=self.sharp_artefacts)
 
 
 def build_parser():
@@ -144,6 +147,9 @@ def build_parser():
                         'backgrounds above this significance that their '
                         'catalogues do not list (default: they are '
                         'negatives)')
+    p.add_argument('--no-sharp-artefacts', action='store_true',
+                   help='simulate no cosmic rays or hot pixels (an '
+                        'experiment: what rejecting them costs faint stars)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', default=None,
                    help='shared data folder (default: ../shared/data)')
@@ -179,6 +185,8 @@ def _training_command(args):
                 getattr(defaults, name))):
             cmd.append(f'{flag} ' + ' '.join(str(v) for v in
                                              np.atleast_1d(value)))
+    if args.no_sharp_artefacts:
+        cmd.append('--no-sharp-artefacts')
     return ' '.join(cmd)
 
 
@@ -206,7 +214,8 @@ def main(argv=None):
         maker = _Example(args.patch, args.data_dir, use_real=not args.no_real,
                          n_channels=n_in,
                          jitter=(args.sky_jitter, args.noise_jitter),
-                         unlisted_snr=args.unlisted_snr)
+                         unlisted_snr=args.unlisted_snr,
+                         sharp_artefacts=not args.no_sharp_artefacts)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
@@ -269,6 +278,7 @@ def main(argv=None):
                      'sky_jitter': args.sky_jitter,
                      'noise_jitter': args.noise_jitter,
                      'unlisted_snr': args.unlisted_snr,
+                     'sharp_artefacts': not args.no_sharp_artefacts,
                      'history': history, 'torch': torch.__version__,
                      'python': platform.python_version()},
         'onnx_parity_max_abs_diff': parity,
