@@ -217,17 +217,18 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     them blindly. ``sharp_artefacts=False`` leaves out cosmic rays and hot
     pixels (an experiment: what they cost the faint stars).
     """
-    jitter = (sky_jitter, noise_jitter, sharp_artefacts)
+    recipe = {'sky_jitter': sky_jitter, 'noise_jitter': noise_jitter,
+              'sharp_artefacts': sharp_artefacts}
     for _ in range(max_tries - 1):
         try:
             return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                                    snr_ignore, n_channels, jitter)
+                                    snr_ignore, n_channels, **recipe)
         except ValueError:
             # A patch that cannot be normalised (e.g. a real crop that is
             # saturated or masked throughout): draw another one.
             continue
     return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
-                            snr_ignore, n_channels, jitter)
+                            snr_ignore, n_channels, **recipe)
 
 
 def real_background_crop(rng, backgrounds, size):
@@ -248,10 +249,11 @@ def real_background_crop(rng, backgrounds, size):
 
 
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
-                     n_channels, jitter=(0.3, 0.15, True)):
+                     n_channels, *, sky_jitter, noise_jitter,
+                     sharp_artefacts):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     cfg = _random_config(rng, size)
-    if not jitter[2]:
+    if not sharp_artefacts:
         cfg.n_cosmic = cfg.n_hot = 0
     bg_excl = None
     background = None
@@ -282,8 +284,8 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
             img[cy:cy + h, cx:cx + w] = np.nan
     valid = valid_pixel_mask(img, mask)
     sky, noise = robust_sky_noise(img, valid)
-    sky += rng.normal(0, jitter[0]) * noise
-    noise *= float(np.exp(rng.normal(0, jitter[1])))
+    sky += rng.normal(0, sky_jitter) * noise
+    noise *= float(np.exp(rng.normal(0, noise_jitter)))
     hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
     x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, n_channels)
 

@@ -87,18 +87,18 @@ def _forward(model, batch):
 
 
 class _Example:
-    """Picklable example maker (for the DataLoader worker)."""
+    """Picklable example maker (for the DataLoader worker).
 
-    def __init__(self, patch, data_dir, use_real=True, n_channels=N_CHANNELS,
-                 jitter=(0.3, 0.15), unlisted_snr=None,
-                 sharp_artefacts=True):
+    ``patch_options`` are passed to `~cnnfind.training.data.make_patch`.
+    """
+
+    def __init__(self, patch, data_dir, use_real=True, unlisted_snr=None,
+                 **patch_options):
         self.patch = patch
         self.data_dir = data_dir
-        self.unlisted_snr = unlisted_snr
-        self.sharp_artefacts = sharp_artefacts
         self.use_real = use_real
-        self.n_channels = n_channels
-        self.jitter = jitter
+        self.unlisted_snr = unlisted_snr
+        self.patch_options = patch_options
 
     def setup(self):
         """The real backgrounds (none with ``use_real=False``)."""
@@ -108,10 +108,7 @@ class _Example:
 
     def __call__(self, rng, context):
         return make_patch(rng, self.patch, context or (),
-                          n_channels=self.n_channels,
-                          sky_jitter=self.jitter[0],
-                          noise_jitter=self.jitter[1],
-                          sharp_artefacts=self.sharp_artefacts)
+                          **self.patch_options)
 
 
 def build_parser():
@@ -212,9 +209,9 @@ def main(argv=None):
     history = None
     if not args.skip_training:
         maker = _Example(args.patch, args.data_dir, use_real=not args.no_real,
-                         n_channels=n_in,
-                         jitter=(args.sky_jitter, args.noise_jitter),
-                         unlisted_snr=args.unlisted_snr,
+                         unlisted_snr=args.unlisted_snr, n_channels=n_in,
+                         sky_jitter=args.sky_jitter,
+                         noise_jitter=args.noise_jitter,
                          sharp_artefacts=not args.no_sharp_artefacts)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
