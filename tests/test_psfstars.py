@@ -94,6 +94,7 @@ def test_wrong_mask_shape(selector):
 @pytest.mark.parametrize('kwargs, match', [
     (dict(fwhm=-1.0), 'fwhm'),
     (dict(fwhm=np.nan), 'fwhm'),
+    (dict(fwhm='wide'), 'fwhm'),
     (dict(size=24), 'odd'),
     (dict(min_score=1.5), 'min_score'),
     (dict(min_snr=-1), 'min_snr'),

@@ -7,6 +7,7 @@ from astropy.nddata import NDData
 from astropy.units import Quantity
 from scipy import ndimage
 
+from cnnfind._validation import _positive_number_or_none
 from cnnfind.denoise._prepare import (
     from_net_space,
     median_fill,
@@ -111,16 +112,8 @@ class N2VDenoiser:
                  outlier_sigma=6.0, tile=256, batch=4, n_threads=None,
                  restore_flux=None):
         self.model = load_model(model, 'n2v', required_keys=_REQUIRED_KEYS)
-        if restore_flux is not None:
-            try:
-                restore_flux = float(restore_flux)
-            except (TypeError, ValueError):
-                restore_flux = np.nan
-            if not (np.isfinite(restore_flux) and restore_flux > 0):
-                msg = ('restore_flux must be None or the PSF FWHM in '
-                       'pixels (a positive number)')
-                raise ValueError(msg)
-        self.restore_flux = restore_flux
+        self.restore_flux = _positive_number_or_none(
+            restore_flux, 'restore_flux (the PSF FWHM in pixels)')
         self.device = device
         if not (saturation is None or saturation == 'auto'):
             try:

@@ -12,7 +12,7 @@ from astropy.table import QTable, Table
 from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._columns import _candidate_xy
-from cnnfind._validation import _positive_int_or_none
+from cnnfind._validation import _positive_int_or_none, _positive_number_or_none
 from cnnfind._wcs import _add_sky_centroid
 from cnnfind.detection.finder import _prepare_image
 from cnnfind.detection.finder import _unpack_data as _unpack
@@ -166,11 +166,8 @@ class PSFStarSelector:
                  isolation=3.0, neighbour_flux_ratio=0.02, saturation=None,
                  max_stars=None, threshold=5.0, model=None, device='auto',
                  n_threads=None, progress=False):
+        fwhm = _positive_number_or_none(fwhm, 'fwhm')
         if fwhm is not None:
-            if not np.isscalar(fwhm) or not np.isfinite(fwhm) or fwhm <= 0:
-                msg = f'fwhm must be a positive number or None, not {fwhm!r}'
-                raise ValueError(msg)
-            fwhm = float(fwhm)
             if not 1.5 <= fwhm <= 9.0:
                 warnings.warn(f'fwhm={fwhm} is outside the range the '
                               'network was trained for (1.8-7 px)',
