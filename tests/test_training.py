@@ -149,18 +149,26 @@ def test_isotonic_fit_is_monotone():
 
 
 def test_tiny_training_run_end_to_end(tmp_path):
+    pytest.importorskip('sklearn')
     from cnnfind.training.starfinder import main
     card_path = main(['--out', str(tmp_path / 'models'),
                       '--workdir', str(tmp_path / 'run'), '--steps', '3',
                       '--patch', '64', '--batch-size', '2',
                       '--calib-fields', '2', '--metric-size', '96',
-                      '--no-progress', '--no-real'])
+                      '--vetting-fields', '6', '--no-progress', '--no-real'])
     card = json.loads(card_path.read_text())
+    # The vetting stage was fitted and named in the network's card.
+    assert card['vetting'] == 'starfinder_vetting.onnx'
+    vet = json.loads((tmp_path / 'models' / 'starfinder_vetting.json')
+                     .read_text())
+    assert vet['onnx_parity_max_abs_diff'] < 1e-3
+    assert vet['training_command'] == card['training_command']
+    assert card['training_command'].endswith('--vetting-fields 6')
     for key in ('sha256', 'calibration', 'metrics', 'training_command',
                 'onnx_parity_max_abs_diff'):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
-    assert card['halo'] == 64 and card['version'] == '1.0.1'
+    assert card['halo'] == 64 and card['version'] == '1.1.0'
     assert (tmp_path / 'run' / 'best.pt').exists()
     onnx_path = tmp_path / 'models' / 'starfinder.onnx'
     finder = CNNStarFinder(3.0, 3.0, model=onnx_path)
@@ -182,7 +190,7 @@ def test_matched_filter_model_runs_tiled_like_full_pass(tmp_path,
     path = tmp_path / 'mf.onnx'
     assert export_starnet(net, path, 3) < 1e-4
     card = {k: v for k, v in load_model(None, 'starfinder').card.items()
-            if k not in ('calibration', 'sha256', 'file')}
+            if k not in ('calibration', 'sha256', 'file', 'vetting')}
     card.update(name='starfinder-mf', halo=_halo(3))
     write_card(path, card)
     assert _json.loads(path.with_suffix('.json').read_text())['halo'] == 80

@@ -26,6 +26,7 @@ from cnnfind.detection._measure import (
     _stamps,
 )
 from cnnfind.detection._saturation import _saturated_stars
+from cnnfind.detection._vetting import FEATURES, vetting_features
 from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
@@ -33,7 +34,7 @@ from cnnfind.runtime.normalize import (
     robust_sky_noise,
     valid_pixel_mask,
 )
-from cnnfind.runtime.registry import load_model
+from cnnfind.runtime.registry import ModelError, load_model
 from cnnfind.runtime.session import get_session
 from cnnfind.runtime.tiling import run_tiled
 
@@ -50,6 +51,8 @@ class _Unset:
 _UNSET = _Unset()
 
 _CARD_KEYS = ('normalization', 'size_multiple', 'halo')
+_VETTING_KEYS = ('features', 'raw_floor', 'calibration',
+                 'default_min_probability')
 
 
 def _sigmoid(x):
@@ -172,6 +175,16 @@ class CNNStarFinder(StarFinderBase):
     is applied; DAOFIND's sharpness, roundness, peak, flux and
     ``daofind_mag`` columns are computed as `DAOStarFinder` does.
 
+    The ``probability`` of each source comes from a second stage, the
+    *vetting* model shipped with the network: a gradient-boosted tree
+    ensemble (run by onnxruntime) that combines the network's heatmap
+    value with what the data say on the source's stamp, its neighbours
+    subtracted -- the matched-filter SNR against the local and the
+    global sky, and how much better the PSF fits than a sharp spike
+    (cosmic ray, hot pixel) or a broad profile (galaxy). It ranks faint
+    stars better than the heatmap alone; ``vetting=False`` reports the
+    heatmap's own calibrated probability instead.
+
     Parameters
     ----------
     threshold : float, `~astropy.units.Quantity` or 2D array
@@ -217,6 +230,9 @@ class CNNStarFinder(StarFinderBase):
         Minimum calibrated probability that a detection is a star.
         `None` uses the model card's default (the cut that maximised F1
         on the calibration fields).
+    vetting : bool, optional
+        Score sources with the model's vetting stage (default, when its
+        card names one); `False` uses the network's heatmap alone.
     model : str, path or `None`, optional
         A bundled model name or the path of an ONNX file that follows
         the star-finder contract (default: the bundled model).
@@ -256,8 +272,9 @@ class CNNStarFinder(StarFinderBase):
                  n_brightest=None, peak_max=None, xycoords=None,
                  min_separation=None, scale_threshold=True, *,
                  sharpness_range=None, roundness_range=None,
-                 min_probability=None, model=None, device='auto',
-                 progress=False, tile_size=1024, n_threads=None):
+                 min_probability=None, vetting=True, model=None,
+                 device='auto', progress=False, tile_size=1024,
+                 n_threads=None):
         if not np.isscalar(fwhm):
             msg = 'fwhm must be a scalar value'
             raise TypeError(msg)
@@ -296,6 +313,21 @@ class CNNStarFinder(StarFinderBase):
         self.model = load_model(model, 'starfinder',
                                 required_keys=_CARD_KEYS)
         card = self.model.card
+        self.vetting = None
+        if vetting and card.get('vetting'):
+            # The vetting model is fitted to this network's heatmap and
+            # lives beside it.
+            self.vetting = load_model(self.model.path.parent / card['vetting'],
+                                      'starfinder', required_keys=_VETTING_KEYS)
+            if tuple(self.vetting.card['features']) != FEATURES:
+                msg = (f'vetting model {self.vetting.name!r} takes the '
+                       f'features {self.vetting.card["features"]}, not '
+                       f'the {list(FEATURES)} that this version computes')
+                raise ModelError(msg)
+            card = self.vetting.card
+        # Lowest heatmap value a candidate needs to be measured at all.
+        self._raw_floor = (float(card['raw_floor']) if self.vetting
+                           else None)
         if min_probability is None:
             min_probability = card.get('default_min_probability', 0.5)
         if not 0.0 <= min_probability <= 1.0:
@@ -388,6 +420,8 @@ class CNNStarFinder(StarFinderBase):
 
     def _calibration(self):
         """The calibration knots for this finder's FWHM, or `None`."""
+        if self.vetting is not None:
+            return None
         cal = self.model.card.get('calibration')
         if cal and 'bins' in cal:
             # Calibrated per FWHM bin (broad stars peak lower).
@@ -401,11 +435,37 @@ class CNNStarFinder(StarFinderBase):
             return raw
         return np.interp(raw, cal['raw'], cal['probability'])
 
+    def _refit(self, data, fit_valid, sky, abc, xc, yc, amp):
+        """Fit the sources again, each with the others subtracted."""
+        radius = max(2, int(np.ceil(self.fwhm)))
+        others = _neighbour_stamps(data.shape, xc, yc, np.clip(amp, 0, None),
+                                   abc, radius)
+        xc, yc, amp, _, rel = _fit_sources(data, fit_valid, xc, yc, abc,
+                                           radius, sky=sky, others=others,
+                                           iters=3)
+        return xc, yc, amp, rel
+
+    def _vet(self, data, valid, sky, noise, abc, xc, yc, amp, raw):
+        """Calibrated vetting probability of each candidate."""
+        feats = vetting_features(data, valid, sky, noise, self.fwhm, abc,
+                                 xc, yc, amp, raw).astype(np.float32)
+        if len(feats) == 0:
+            return np.zeros(0)
+        sess = get_session(self.vetting, device='cpu',
+                           n_threads=self.n_threads)
+        score = sess.run(None, {sess.get_inputs()[0].name: feats})[0]
+        cal = self.vetting.card['calibration']
+        return _sigmoid(cal['slope'] * np.ravel(score).astype(float)
+                        + cal['intercept'])
+
     def _peaks(self, logits):
         """Local maxima of the logits that can pass ``min_probability``."""
         cal = self._calibration()
         floor = 0.02
-        if cal:
+        if self._raw_floor is not None:
+            # The vetting stage may keep any candidate above this floor.
+            floor = self._raw_floor
+        elif cal:
             # Lowest raw score that can reach min_probability.
             ok = np.asarray(cal['probability']) >= self.min_probability
             if ok.any():
@@ -426,6 +486,64 @@ class CNNStarFinder(StarFinderBase):
                                         np.clip(xx + dx, 0, nx - 1)]
         yy, xx = yy[peak], xx[peak]
         return xx, yy, _sigmoid(logits[yy, xx])
+
+    def _sources(self, data, valid, sky, noise):
+        """
+        Candidates measured on the data, before the probability cut:
+        a dict of fitted positions ``x, y``, amplitudes ``amp`` and their
+        relative errors ``rel``, heatmap values ``raw``, saturated-star
+        positions ``sat_x, sat_y``, the pixels valid for fitting
+        ``fit_valid`` and the PSF coefficients ``abc``; `None` if there
+        is nothing.
+        """
+        logits = self._logits(data, valid, sky, noise)
+
+        if self.xycoords is None:
+            px, py, raw = self._peaks(logits)
+        else:
+            px = np.round(self.xycoords[:, 0]).astype(int)
+            py = np.round(self.xycoords[:, 1]).astype(int)
+            inside = ((px >= 0) & (px < data.shape[1]) & (py >= 0)
+                      & (py < data.shape[0]))
+            px, py = px[inside], py[inside]
+            # The heatmap's best value within a pixel of each position.
+            raw = _sigmoid(_stamps(logits, px, py, 1, 1, fill=-np.inf)
+                           .max(axis=(1, 2)))
+        if self.xycoords is None and self.vetting is None:
+            # Without vetting the heatmap decides: cut before measuring.
+            keep = self._calibrate(raw) >= self.min_probability
+            px, py, raw = px[keep], py[keep], raw[keep]
+        # Sub-pixel start from the heatmap's local quadratic.
+        x0, y0 = self._subpixel(logits, px, py)
+        sat_x, sat_y, sat_region = (
+            _saturated_stars(data, valid, sky, noise, self.fwhm)
+            if self.xycoords is None else (np.zeros(0), np.zeros(0), None))
+        if sat_region is not None:
+            # One detection per saturated star, at its plateau; the
+            # network's peaks on its plateau and halo are fragments.
+            off = ~sat_region[py, px]
+            x0, y0, raw = x0[off], y0[off], raw[off]
+        del logits
+        if len(x0) == 0 and len(sat_x) == 0:
+            return None
+        abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
+                              self.theta)
+        # The PSF core carries the centroid information; a larger window
+        # only lets neighbours in.
+        radius = max(2, int(np.ceil(self.fwhm)))
+        # Saturated pixels carry no shape information: fit the wings.
+        fit_valid = valid if sat_region is None else valid & ~sat_region
+        xc, yc, amp, _, rel = _fit_sources(data, fit_valid, x0, y0, abc,
+                                           radius, sky=sky)
+        for _ in range(2):  # refit with the neighbours subtracted
+            xc, yc, amp, rel = self._refit(data, fit_valid, sky, abc, xc, yc,
+                                           amp)
+        keep = self._dedupe(xc, yc, np.argsort(-raw))
+        xc, yc, amp, rel, raw = (xc[keep], yc[keep], amp[keep], rel[keep],
+                                 raw[keep])
+        return {'x': xc, 'y': yc, 'amp': amp, 'rel': rel, 'raw': raw,
+                'sat_x': sat_x, 'sat_y': sat_y, 'fit_valid': fit_valid,
+                'abc': abc}
 
     # -- catalogue ---------------------------------------------------------
     def find_stars(self, data, mask=None):
@@ -455,7 +573,13 @@ class CNNStarFinder(StarFinderBase):
             `~astropy.coordinates.SkyCoord`, as in photutils'
             ``SourceCatalog``). `None` (with a
             `~photutils.utils.exceptions.NoDetectionsWarning`) if no
-            star is found.
+            star is found. Unlike `DAOStarFinder`, which drops them, a
+            star whose DAOFIND ``sharpness``, ``roundness2`` or
+            ``daofind_mag`` is undefined (a saturated flat top, or a
+            faint star on which DAOFIND's small kernel sees no peak) is
+            kept with NaN in those columns; select
+            ``np.isfinite(table['daofind_mag'])`` for DAOStarFinder's
+            rule.
 
         Raises
         ------
@@ -470,65 +594,37 @@ class CNNStarFinder(StarFinderBase):
         if np.ndim(threshold) == 2 and np.shape(threshold) != data.shape:
             msg = 'a 2D threshold must have the same shape as the data'
             raise ValueError(msg)
-        logits = self._logits(data, valid, sky, noise)
-
-        if self.xycoords is None:
-            px, py, raw = self._peaks(logits)
-        else:
-            px = np.round(self.xycoords[:, 0]).astype(int)
-            py = np.round(self.xycoords[:, 1]).astype(int)
-            inside = ((px >= 0) & (px < data.shape[1]) & (py >= 0)
-                      & (py < data.shape[0]))
-            px, py = px[inside], py[inside]
-            # The heatmap's best value within a pixel of each position.
-            raw = _sigmoid(_stamps(logits, px, py, 1, 1, fill=-np.inf)
-                           .max(axis=(1, 2)))
-        prob = self._calibrate(raw)
-        if self.xycoords is None:
-            keep = prob >= self.min_probability
-            px, py, prob = px[keep], py[keep], prob[keep]
-        # Sub-pixel start from the heatmap's local quadratic.
-        x0, y0 = self._subpixel(logits, px, py)
-        sat_x, sat_y, sat_region = (
-            _saturated_stars(data, valid, sky, noise, self.fwhm)
-            if self.xycoords is None else (np.zeros(0), np.zeros(0), None))
-        if sat_region is not None:
-            # One detection per saturated star, at its plateau; the
-            # network's peaks on its plateau and halo are fragments.
-            off = ~sat_region[py, px]
-            x0, y0, prob = x0[off], y0[off], prob[off]
-            # A plateau this far above the sky is a source for certain;
-            # this is not a network decision, so it is not calibrated.
-            sat_prob = np.ones(len(sat_x))
-        del logits
-        if len(x0) == 0 and len(sat_x) == 0:
+        src = self._sources(data, valid, sky, noise)
+        if src is None:
             return _none_found()
-        abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
-                              self.theta)
-        # The PSF core carries the centroid information; a larger window
-        # only lets neighbours in.
-        radius = max(2, int(np.ceil(self.fwhm)))
-        # Saturated pixels carry no shape information: fit the wings.
-        fit_valid = valid if sat_region is None else valid & ~sat_region
-        xc, yc, amp, _, rel = _fit_sources(data, fit_valid, x0, y0, abc,
-                                           radius, sky=sky)
-        for _ in range(2):  # refit with the neighbours subtracted
-            others = _neighbour_stamps(data.shape, xc, yc,
-                                       np.clip(amp, 0, None), abc, radius)
-            xc, yc, amp, _, rel = _fit_sources(data, fit_valid, xc, yc, abc,
-                                               radius, sky=sky,
-                                               others=others, iters=3)
+        xc, yc, amp, rel, raw, sat_x, sat_y, fit_valid, abc = (
+            src[k] for k in ('x', 'y', 'amp', 'rel', 'raw', 'sat_x',
+                             'sat_y', 'fit_valid', 'abc'))
+        if self.vetting is not None:
+            prob = self._vet(data, fit_valid, sky, noise, abc, xc, yc, amp,
+                             raw)
+            if self.xycoords is None:
+                keep = prob >= self.min_probability
+                xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep],
+                                          rel[keep], prob[keep])
+                # Refit without the rejected candidates as neighbours.
+                xc, yc, amp, rel = self._refit(data, fit_valid, sky, abc,
+                                               xc, yc, amp)
+        else:
+            prob = self._calibrate(raw)
         if len(sat_x):
             # Saturated stars pass any threshold; centroid of the plateau.
-            xc, yc = np.concatenate([xc, sat_x]), np.concatenate([yc, sat_y])
-            amp = np.concatenate([amp, np.full(len(sat_x), np.inf)])
-            rel = np.concatenate([rel, np.ones(len(sat_x))])
-            prob = np.concatenate([prob, sat_prob])
-
-        order = np.argsort(-prob)
-        keep = self._dedupe(xc, yc, order)
-        xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep], rel[keep],
-                                  prob[keep])
+            # A plateau this far above the sky is a source for certain;
+            # this is not a network decision, so it is not calibrated.
+            # Their fragments were removed before the fit, so only the
+            # separation rule may merge a detection into one.
+            xc, yc = np.concatenate([sat_x, xc]), np.concatenate([sat_y, yc])
+            amp = np.concatenate([np.full(len(sat_x), np.inf), amp])
+            rel = np.concatenate([np.ones(len(sat_x)), rel])
+            prob = np.concatenate([np.ones(len(sat_x)), prob])
+            keep = self._dedupe(xc, yc, np.argsort(-prob, kind='stable'))
+            xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep],
+                                      rel[keep], prob[keep])
 
         # Threshold on the matched-filter amplitude.
         xi = np.clip(np.round(xc).astype(int), 0, data.shape[1] - 1)
@@ -546,6 +642,7 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
 
         # DAOFIND columns on data whose bad pixels hold the fitted model.
+        radius = max(2, int(np.ceil(self.fwhm)))
         model = _render_models(data.shape, xc, yc,
                                np.where(np.isfinite(amp), amp, 0.0), abc,
                                radius)
@@ -603,16 +700,15 @@ class CNNStarFinder(StarFinderBase):
     def _filters(self, cat, shape, peak_max):
         ok = np.ones(len(cat), bool)
         v = cat.values
-        # DAOStarFinder's rule: measurements must be finite (``mag`` is
-        # NaN where the box flux is not positive, as in DAOStarFinder;
-        # that happens where the background was not subtracted). The flat
-        # core of a saturated star leaves DAOFIND's sharpness, roundness2
-        # and daofind_mag undefined (NaN); such stars are kept.
+        # Positions, brightness and the probability must be finite.
+        # DAOFIND's shape statistics and ``daofind_mag`` need not: they
+        # are undefined where its small kernel sees no peak (faint or
+        # crowded stars) or a flat top (saturated stars), and such a
+        # source is kept with NaN there -- the network and the vetting
+        # stage decide what is a star, not DAOFIND's statistic.
         for name in ('x_centroid', 'y_centroid', 'roundness1', 'peak',
                      'flux', 'probability'):
             ok &= np.isfinite(v[name])
-        for name in ('sharpness', 'roundness2', 'daofind_mag'):
-            ok &= np.isfinite(v[name]) | v['saturated']
         if self.sharpness_range is not None:
             s = cat.values['sharpness']
             ok &= (s >= self.sharpness_range[0]) & (s <= self.sharpness_range[1])

@@ -119,7 +119,8 @@ def load_model(model, default, *, required_keys=()):
         # A user's own file follows the contract of the default model.
         base = load_model(default, default)
         card = {k: v for k, v in base.card.items()
-                if k not in ('sha256', 'file', 'metrics', 'calibration')}
+                if k not in ('sha256', 'file', 'metrics', 'calibration',
+                             'vetting')}
         card['name'] = path.stem
         card['note'] = f'no card found; using the contract of {default!r}'
     missing = [k for k in required_keys if k not in card]

@@ -12,7 +12,7 @@ from cnnfind.simulation.fields import simulate_field
 from cnnfind.simulation.scenarios import make_scenario
 from cnnfind.training.data import _random_config
 
-__all__ = ['isotonic_fit', 'calibrate_starfinder']
+__all__ = ['isotonic_fit', 'calibrate_starfinder', 'scenario_metrics']
 
 #: FWHM bin edges (pixels) of the probability calibration.
 FWHM_EDGES = (2.5, 4.0, 6.0)
@@ -157,9 +157,22 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=48, size=256, seed=0,
     card = dict(card, calibration=calibration,
                 default_min_probability=default_p)
     write_card(onnx_path, card)
+    metrics = scenario_metrics(onnx_path, seed=seed + 1,
+                               metric_size=metric_size, log=log)
+    return {'calibration': calibration,
+            'default_min_probability': default_p, 'metrics': metrics}
+
+
+def scenario_metrics(onnx_path, *, seed, metric_size=512, log=print):
+    """
+    Purity, completeness and F1 of `~cnnfind.CNNStarFinder` with the
+    model at ``onnx_path`` (as its card stands) on the four benchmark
+    scenarios at its default settings (threshold 2 sigma).
+    """
+    from cnnfind.detection import CNNStarFinder
     metrics = {}
     for name in ('sparse', 'crowded', 'faint', 'realistic'):
-        sim = make_scenario(name, (metric_size, metric_size), seed=seed + 1)
+        sim = make_scenario(name, (metric_size, metric_size), seed=seed)
         finder = CNNStarFinder(2.0 * sim['noise'], sim['fwhm'],
                                model=onnx_path)
         with warnings.catch_warnings():
@@ -188,7 +201,6 @@ def calibrate_starfinder(onnx_path, card, *, n_fields=48, size=256, seed=0,
                          'n_true_snr3': int(truth.sum())}
         log(f'{name}: {json.dumps(metrics[name])}')
     metrics['note'] = (f'{metric_size}x{metric_size} seeded scenarios (cnnfind.simulation.'
-                       f'make_scenario, seed {seed + 1}), threshold 2 sigma, '
+                       f'make_scenario, seed {seed}), threshold 2 sigma, '
                        'default min_probability, match radius 3 px')
-    return {'calibration': calibration,
-            'default_min_probability': default_p, 'metrics': metrics}
+    return metrics

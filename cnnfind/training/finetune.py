@@ -248,7 +248,8 @@ def main(argv=None):
     card = {k: v for k, v in base.card.items()
             if k not in ('sha256', 'file', 'metrics', 'calibration',
                          'default_min_probability', 'training', 'created',
-                         'onnx_parity_max_abs_diff', 'note')}
+                         'onnx_parity_max_abs_diff', 'note', 'vetting',
+                         'exported')}
     card.update({
         'name': out.stem,
         'version': f'{base.card.get("version", "0")}+finetuned',
@@ -277,8 +278,10 @@ def main(argv=None):
                      'torch': torch.__version__,
                      'python': platform.python_version()},
         'calibration_note': ('not calibrated: the base model\'s probability '
-                             'calibration was dropped; CNNStarFinder uses '
-                             'the raw sigmoid'),
+                             'calibration and vetting stage (fitted to its '
+                             'heatmap) were dropped; CNNStarFinder uses the '
+                             'raw sigmoid. python -m cnnfind.training.vetting '
+                             f'--model {out} fits a vetting stage for it'),
         'onnx_parity_max_abs_diff': parity,
         'created': time.strftime('%Y-%m-%d'),
     })

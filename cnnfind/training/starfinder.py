@@ -35,7 +35,7 @@ from cnnfind.training.nets import ExportStarNet, StarNet
 __all__ = ['main', 'build_parser', 'export_starnet']
 
 MODEL_NAME = 'starfinder'
-MODEL_VERSION = '1.0.1'
+MODEL_VERSION = '1.1.0'
 
 #: Receptive-field radius of `StarNet` in pixels.
 RECEPTIVE_FIELD_RADIUS = 62
@@ -159,6 +159,9 @@ def build_parser():
                    help='export/calibrate workdir/best.pt without training')
     p.add_argument('--calib-fields', type=int, default=48,
                    help='simulated fields used to calibrate probabilities')
+    p.add_argument('--vetting-fields', type=int, default=300,
+                   help='simulated fields the vetting trees are fitted on '
+                        '(0: no vetting stage)')
     p.add_argument('--metric-size', type=int, default=512,
                    help='size of the scenario fields measured for the card')
     p.add_argument('--threads', type=int, default=None)
@@ -184,6 +187,8 @@ def _training_command(args):
                                              np.atleast_1d(value)))
     if args.no_sharp_artefacts:
         cmd.append('--no-sharp-artefacts')
+    if args.vetting_fields != defaults.vetting_fields:
+        cmd.append(f'--vetting-fields {args.vetting_fields}')
     return ' '.join(cmd)
 
 
@@ -285,6 +290,21 @@ def main(argv=None):
     card.update(calibrate_starfinder(onnx_path, card, n_fields=args.calib_fields,
                                      seed=args.seed + 20_000,
                                      metric_size=args.metric_size, log=log))
+    if args.vetting_fields:
+        # The second stage: trees on the candidates' features, fitted to
+        # this network's heatmap; the card's metrics are then re-measured
+        # with it.
+        from cnnfind.training.calibrate import scenario_metrics
+        from cnnfind.training.vetting import attach_vetting, fit_vetting
+        fit_vetting(onnx_path, n_fit=args.vetting_fields,
+                    n_calib=max(args.vetting_fields // 3, 4),
+                    seed=args.seed + 30_000,
+                    training_command=card['training_command'], log=log)
+        card = attach_vetting(card)
+        write_card(onnx_path, card)
+        card['metrics'] = scenario_metrics(onnx_path, seed=args.seed + 20_001,
+                                           metric_size=args.metric_size,
+                                           log=log)
     card_path = write_card(onnx_path, card)
     log(f'wrote {onnx_path} and {card_path}')
     log_file.close()
