@@ -548,7 +548,9 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
         assert info['fwhm'] == 3.0 and info['fwhm_estimated'] is False
         assert info['out'] == str(out)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        # communicate() drains the pipes: wait() can deadlock on a full one.
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
     finally:
         if proc.poll() is None:
             proc.kill()
