@@ -420,8 +420,6 @@ class CNNStarFinder(StarFinderBase):
 
     def _calibration(self):
         """The calibration knots for this finder's FWHM, or `None`."""
-        if self.vetting is not None:
-            return None
         cal = self.model.card.get('calibration')
         if cal and 'bins' in cal:
             # Calibrated per FWHM bin (broad stars peak lower).
@@ -435,9 +433,17 @@ class CNNStarFinder(StarFinderBase):
             return raw
         return np.interp(raw, cal['raw'], cal['probability'])
 
+    @property
+    def _fit_radius(self):
+        """
+        Half-size of the fitting stamps: the PSF core carries the
+        centroid information; a larger window only lets neighbours in.
+        """
+        return max(2, int(np.ceil(self.fwhm)))
+
     def _refit(self, data, fit_valid, sky, abc, xc, yc, amp):
         """Fit the sources again, each with the others subtracted."""
-        radius = max(2, int(np.ceil(self.fwhm)))
+        radius = self._fit_radius
         others = _neighbour_stamps(data.shape, xc, yc, np.clip(amp, 0, None),
                                    abc, radius)
         xc, yc, amp, _, rel = _fit_sources(data, fit_valid, xc, yc, abc,
@@ -445,15 +451,20 @@ class CNNStarFinder(StarFinderBase):
                                            iters=3)
         return xc, yc, amp, rel
 
-    def _vet(self, data, valid, sky, noise, abc, xc, yc, amp, raw):
+    def _features(self, data, sky, noise, src):
+        """Vetting features of the candidates ``src`` (see `_sources`)."""
+        return vetting_features(data, src['fit_valid'], sky, noise,
+                                self.fwhm, src['abc'], src['x'], src['y'],
+                                src['amp'], src['raw'])
+
+    def _vet(self, features):
         """Calibrated vetting probability of each candidate."""
-        feats = vetting_features(data, valid, sky, noise, self.fwhm, abc,
-                                 xc, yc, amp, raw).astype(np.float32)
-        if len(feats) == 0:
+        if len(features) == 0:
             return np.zeros(0)
         sess = get_session(self.vetting, device='cpu',
                            n_threads=self.n_threads)
-        score = sess.run(None, {sess.get_inputs()[0].name: feats})[0]
+        score = sess.run(None, {sess.get_inputs()[0].name:
+                                features.astype(np.float32)})[0]
         cal = self.vetting.card['calibration']
         return _sigmoid(cal['slope'] * np.ravel(score).astype(float)
                         + cal['intercept'])
@@ -528,13 +539,10 @@ class CNNStarFinder(StarFinderBase):
             return None
         abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
                               self.theta)
-        # The PSF core carries the centroid information; a larger window
-        # only lets neighbours in.
-        radius = max(2, int(np.ceil(self.fwhm)))
         # Saturated pixels carry no shape information: fit the wings.
         fit_valid = valid if sat_region is None else valid & ~sat_region
         xc, yc, amp, _, rel = _fit_sources(data, fit_valid, x0, y0, abc,
-                                           radius, sky=sky)
+                                           self._fit_radius, sky=sky)
         for _ in range(2):  # refit with the neighbours subtracted
             xc, yc, amp, rel = self._refit(data, fit_valid, sky, abc, xc, yc,
                                            amp)
@@ -601,8 +609,7 @@ class CNNStarFinder(StarFinderBase):
             src[k] for k in ('x', 'y', 'amp', 'rel', 'raw', 'sat_x',
                              'sat_y', 'fit_valid', 'abc'))
         if self.vetting is not None:
-            prob = self._vet(data, fit_valid, sky, noise, abc, xc, yc, amp,
-                             raw)
+            prob = self._vet(self._features(data, sky, noise, src))
             if self.xycoords is None:
                 keep = prob >= self.min_probability
                 xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep],
@@ -642,10 +649,9 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
 
         # DAOFIND columns on data whose bad pixels hold the fitted model.
-        radius = max(2, int(np.ceil(self.fwhm)))
         model = _render_models(data.shape, xc, yc,
                                np.where(np.isfinite(amp), amp, 0.0), abc,
-                               radius)
+                               self._fit_radius)
         model += sky
         cols = _dao_columns(data, valid, model, xi, yi, self.kernel)
         # DAOFIND's threshold scaling, for daofind_mag.

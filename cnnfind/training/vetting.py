@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from cnnfind.detection._vetting import FEATURES, vetting_features
+from cnnfind.detection._vetting import FEATURES
 from cnnfind.evaluation.matching import match_sources
 from cnnfind.simulation.fields import simulate_field
 from cnnfind.training.calibrate import (
@@ -74,9 +74,7 @@ def candidate_samples(onnx_path, n_fields, *, size=256, seed=0,
         n_true += int((inside & (st['snr'] >= 3.0)).sum())
         if src is None or len(src['x']) == 0:
             continue
-        feats.append(vetting_features(data, src['fit_valid'], sky, noise,
-                                      cfg.fwhm, src['abc'], src['x'],
-                                      src['y'], src['amp'], src['raw']))
+        feats.append(finder._features(data, sky, noise, src))
         real = st['snr'] >= 2.0
         _, idet, _ = match_sources(st['x'][real], st['y'][real], src['x'],
                                    src['y'], MATCH_RADIUS)
