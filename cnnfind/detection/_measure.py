@@ -17,6 +17,19 @@ __all__ = []
 def _stamps(image, xi, yi, ry, rx, fill=0.0):
     """Cutouts ``(N, 2ry+1, 2rx+1)`` centred on integer positions."""
     ny, nx = image.shape
+    xi, yi = np.asarray(xi), np.asarray(yi)
+    inside = (yi >= ry) & (yi < ny - ry) & (xi >= rx) & (xi < nx - rx)
+    if inside.any():
+        # Stamps within the image: one gather from a strided view of all
+        # the windows (several times faster than fancy indexing).
+        windows = sliding_window_view(image, (2 * ry + 1, 2 * rx + 1))
+        if inside.all():
+            return windows[yi - ry, xi - rx]
+        out = np.empty((len(xi), 2 * ry + 1, 2 * rx + 1), image.dtype)
+        out[inside] = windows[yi[inside] - ry, xi[inside] - rx]
+        out[~inside] = _stamps(image, xi[~inside], yi[~inside], ry, rx,
+                               fill=fill)
+        return out
     rows = yi[:, None] + np.arange(-ry, ry + 1)[None, :]
     cols = xi[:, None] + np.arange(-rx, rx + 1)[None, :]
     out = image[np.clip(rows, 0, ny - 1)[:, :, None],
@@ -49,7 +62,16 @@ def _ellipse_coeffs(kernel_sigmas, theta):
 
 
 def _gauss(dx, dy, abc):
+    """
+    Elliptical Gaussian of peak 1 at offsets ``dx, dy`` (broadcast).
+
+    For an axis-aligned ellipse (``b == 0``) and offsets laid out on
+    separate axes (``(N, 1, W)`` and ``(N, H, 1)``), two small
+    exponentials and one product replace an exponential per pixel.
+    """
     a, b, c = abc
+    if b == 0:
+        return np.exp(-a * dx**2) * np.exp(-c * dy**2)
     return np.exp(-(a * dx**2 + 2 * b * dx * dy + c * dy**2))
 
 
@@ -60,6 +82,46 @@ def _normal_equations(jac, w, resid):
     jtj = jt @ jac
     jtr = None if resid is None else (jt @ resid[..., None])[..., 0]
     return jtj, jtr
+
+
+def _fit_stamps(data, valid, x0, y0, radius, sky):
+    """
+    Sky-subtracted data stamps ``d`` (zero at invalid pixels), weights
+    ``w`` and pixel coordinates ``gx`` ``(N, 1, W)``, ``gy`` ``(N, H, 1)``
+    around the rounded positions ``x0, y0``.
+    """
+    xi, yi = _centres(x0, y0, data.shape)
+    w = _stamps(valid, xi, yi, radius, radius, fill=False)
+    d = _stamps(data, xi, yi, radius, radius, fill=0.0).astype(np.float64)
+    d = np.where(w, d - sky, 0.0)
+    off = np.arange(-radius, radius + 1, dtype=float)
+    gy = off[None, :, None] + yi[:, None, None]
+    gx = off[None, None, :] + xi[:, None, None]
+    return d, w.astype(np.float64), gx, gy
+
+
+def _start_amplitudes(data, valid, x0, y0, abc, radius, *, sky=0.0):
+    """
+    Linear PSF amplitudes at the start positions, for a cheap early cut.
+
+    Returns the larger of two estimates, one with a local constant
+    background fitted (low next to a bright neighbour) and one with the
+    sky taken as known (low on a local sky depression), so that a real
+    source is rarely underestimated by both, and the amplitude's
+    relative error (as `_fit_sources`).
+    """
+    if len(x0) == 0:
+        return np.zeros(0), np.zeros(0)
+    d, w, gx, gy = _fit_stamps(data, valid, x0, y0, radius, sky)
+    g = _gauss(gx - x0[:, None, None], gy - y0[:, None, None], abc)
+    n = len(x0)
+    jac = np.stack([g, np.ones_like(g)], axis=-1).reshape(n, -1, 2)
+    jtj, jtr = _normal_equations(jac, w, d.reshape(n, -1))
+    sol = np.linalg.solve(jtj + np.eye(2) * 1e-9, jtr[..., None])[..., 0]
+    ggw = np.maximum(jtj[:, 0, 0], 1e-300)
+    with np.errstate(divide='ignore'):
+        rel_err = 1.0 / np.sqrt(jtj[:, 0, 0])
+    return np.maximum(sol[:, 0], jtr[:, 0] / ggw), rel_err
 
 
 def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
@@ -81,16 +143,9 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
     """
     if len(x0) == 0:
         return tuple(np.zeros(0) for _ in range(5))
-    xi, yi = _centres(x0, y0, data.shape)
-    w = _stamps(valid, xi, yi, radius, radius, fill=False)
-    d = _stamps(data, xi, yi, radius, radius, fill=0.0).astype(np.float64)
-    d = np.where(w, d - sky, 0.0)
-    w = w.astype(np.float64)
+    d, w, gx, gy = _fit_stamps(data, valid, x0, y0, radius, sky)
     if others is not None:
         d = d - others
-    off = np.arange(-radius, radius + 1, dtype=float)
-    gy = off[None, :, None] + yi[:, None, None]
-    gx = off[None, None, :] + xi[:, None, None]
     xc, yc = x0.astype(float).copy(), y0.astype(float).copy()
     n = len(xc)
     amp = np.zeros(n)
@@ -147,10 +202,29 @@ def _render_models(shape, xc, yc, amp, abc, radius):
     off = np.arange(-radius, radius + 1)
     dx = off[None, None, :] + xi[:, None, None] - xc[:, None, None]
     dy = off[None, :, None] + yi[:, None, None] - yc[:, None, None]
-    vals = amp[:, None, None] * _gauss(dx, dy, abc)
-    rows = yi[:, None, None] + off[None, :, None] + radius
-    cols = xi[:, None, None] + off[None, None, :] + radius
-    np.add.at(model, (rows, cols), vals)
+    vals = (amp[:, None, None] * _gauss(dx, dy, abc)).astype(np.float32)
+    # Add the stamps pixel offset by pixel offset: within one offset the
+    # targets are distinct as long as the centres are, so sources that
+    # share a rounded centre go into separate layers. (Far cheaper than
+    # ``np.add.at``, with no image-sized temporary.)
+    flat = model.reshape(-1)
+    width = model.shape[1]
+    base = (yi + radius) * width + (xi + radius)
+    order = np.argsort(base, kind='stable')
+    rank = np.zeros(len(base), int)
+    if len(base) > 1:
+        same = np.diff(base[order]) == 0
+        # Position of each source within its run of equal centres.
+        run_start = np.maximum.accumulate(
+            np.where(np.concatenate([[True], ~same]),
+                     np.arange(len(base)), 0))
+        rank[order] = np.arange(len(base)) - run_start
+    for layer in range(rank.max(initial=-1) + 1):
+        sel = rank == layer
+        b, v = base[sel], vals[sel]
+        for iy, oy in enumerate(off):
+            for ix, ox in enumerate(off):
+                flat[b + (oy * width + ox)] += v[:, iy, ix]
     return model[radius:-radius, radius:-radius]
 
 

@@ -12,8 +12,6 @@ ensemble, run by onnxruntime) turns them, with the network's own logit,
 into the probability that the candidate is a star.
 """
 
-import warnings
-
 import numpy as np
 
 from cnnfind.detection._measure import (
@@ -39,6 +37,18 @@ def _signed_sqrt(v):
     return np.sign(v) * np.sqrt(np.abs(v))
 
 
+def _row_nanmedian(a):
+    """``np.nanmedian(a, axis=1)`` (NaN for an all-NaN row), by one sort:
+    numpy's own takes a slow masked-array path for short rows."""
+    n_valid = (~np.isnan(a)).sum(axis=1)
+    s = np.sort(a, axis=1)  # NaNs sort last
+    lo = np.maximum((n_valid - 1) // 2, 0)
+    hi = np.maximum(n_valid // 2, 0)
+    rows = np.arange(len(a))
+    med = 0.5 * (s[rows, lo] + s[rows, np.minimum(hi, a.shape[1] - 1)])
+    return np.where(n_valid > 0, med, np.nan)
+
+
 def _template_fit(data, core, template):
     """Amplitude-only least squares of ``template`` on the ``core`` pixels."""
     t = template * core
@@ -56,11 +66,8 @@ def _chunk_features(d, w, dx, dy, abc, fwhm):
     data, valid = d.reshape(n, -1), w.reshape(n, -1)
     # Local sky and noise: robust statistics of the annulus beyond the core.
     annulus = np.where((rr > 1.6 * fwhm) & valid, data, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)
-        local_sky = np.nanmedian(annulus, axis=1)
-        local_noise = 1.4826 * np.nanmedian(
-            np.abs(annulus - local_sky[:, None]), axis=1)
+    local_sky = _row_nanmedian(annulus)
+    local_noise = 1.4826 * _row_nanmedian(np.abs(annulus - local_sky[:, None]))
     local_sky = np.where(np.isfinite(local_sky), local_sky, 0.0)
     local_noise = np.where(np.isfinite(local_noise) & (local_noise > 0),
                            local_noise, 1.0)
@@ -109,7 +116,8 @@ def _brighter_neighbour_distance(xc, yc, amp, fwhm):
     return np.minimum(nearest, cap) / fwhm
 
 
-def vetting_features(data, valid, sky, noise, fwhm, abc, xc, yc, amp, raw):
+def vetting_features(data, valid, sky, noise, fwhm, abc, xc, yc, amp, raw,
+                     subset=None):
     """
     The vetting features of each candidate.
 
@@ -128,33 +136,40 @@ def vetting_features(data, valid, sky, noise, fwhm, abc, xc, yc, amp, raw):
         are subtracted from each other's stamps).
     raw : 1D array
         The network's heatmap value at each candidate, in (0, 1).
+    subset : 1D int or bool array, optional
+        Measure only these candidates (all of them still count as
+        neighbours).
 
     Returns
     -------
     features : 2D float array ``(N, len(FEATURES))``
-        Finite everywhere.
+        One row per candidate (of ``subset``, if given). Finite
+        everywhere.
     """
-    n = len(xc)
+    idx = np.arange(len(xc)) if subset is None else np.arange(len(xc))[subset]
+    n = len(idx)
     out = np.zeros((n, len(FEATURES)))
     if n == 0:
         return out
     radius = max(4, int(np.ceil(2.5 * fwhm)))
     amp_pos = np.where(np.isfinite(amp), np.clip(amp, 0, None), 0.0)
-    raw = np.clip(np.asarray(raw, float), 1e-7, 1 - 1e-7)
+    raw = np.clip(np.asarray(raw, float)[idx], 1e-7, 1 - 1e-7)
     out[:, 0] = np.log(raw / (1 - raw))
     off = np.arange(-radius, radius + 1, dtype=float)
     # All candidates' fitted models; each stamp gets the others' removed.
     model = _render_models(data.shape, xc, yc, amp_pos, abc, radius)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(start + _CHUNK, n))
-        xi, yi = _centres(xc[sl], yc[sl], data.shape)
+        k = idx[sl]
+        xi, yi = _centres(xc[k], yc[k], data.shape)
         w = _stamps(valid, xi, yi, radius, radius, fill=False)
         d = _stamps(data, xi, yi, radius, radius).astype(np.float64)
-        dx = off[None, None, :] + (xi - xc[sl])[:, None, None]
-        dy = off[None, :, None] + (yi - yc[sl])[:, None, None]
-        own = amp_pos[sl, None, None] * _gauss(dx, dy, abc)
+        dx = off[None, None, :] + (xi - xc[k])[:, None, None]
+        dy = off[None, :, None] + (yi - yc[k])[:, None, None]
+        own = amp_pos[k, None, None] * _gauss(dx, dy, abc)
         others = _stamps(model, xi, yi, radius, radius) - own
         d = np.where(w, d - sky - others, 0.0)
         out[sl, 1:] = _chunk_features(d / noise, w, dx, dy, abc, fwhm)
-    out[:, 7] = np.log(_brighter_neighbour_distance(xc, yc, amp_pos, fwhm))
+    out[:, 7] = np.log(
+        _brighter_neighbour_distance(xc, yc, amp_pos, fwhm)[idx])
     return np.where(np.isfinite(out), out, 0.0)
