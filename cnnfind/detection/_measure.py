@@ -194,37 +194,36 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
     return xc, yc, amp, bkg, rel_err
 
 
-def _render_models(shape, xc, yc, amp, abc, radius):
-    """Sum of the fitted Gaussians (no background) on an image."""
-    model = np.zeros((shape[0] + 2 * radius, shape[1] + 2 * radius),
-                     np.float32)
+def _render_models(shape, xc, yc, amp, abc, radius, band=64):
+    """
+    Sum of the fitted Gaussians (no background) on an image.
+
+    The stamps are accumulated band by band of ``band`` image rows with
+    ``np.bincount`` (far cheaper than ``np.add.at``), so the temporary
+    memory is bounded by one band, not the image.
+    """
+    ny, nx = shape
+    model = np.zeros((ny + 2 * radius, nx + 2 * radius), np.float32)
+    width = model.shape[1]
     xi, yi = _centres(xc, yc, shape)
     off = np.arange(-radius, radius + 1)
-    dx = off[None, None, :] + xi[:, None, None] - xc[:, None, None]
-    dy = off[None, :, None] + yi[:, None, None] - yc[:, None, None]
-    vals = (amp[:, None, None] * _gauss(dx, dy, abc)).astype(np.float32)
-    # Add the stamps pixel offset by pixel offset: within one offset the
-    # targets are distinct as long as the centres are, so sources that
-    # share a rounded centre go into separate layers. (Far cheaper than
-    # ``np.add.at``, with no image-sized temporary.)
-    flat = model.reshape(-1)
-    width = model.shape[1]
-    base = (yi + radius) * width + (xi + radius)
-    order = np.argsort(base, kind='stable')
-    rank = np.zeros(len(base), int)
-    if len(base) > 1:
-        same = np.diff(base[order]) == 0
-        # Position of each source within its run of equal centres.
-        run_start = np.maximum.accumulate(
-            np.where(np.concatenate([[True], ~same]),
-                     np.arange(len(base)), 0))
-        rank[order] = np.arange(len(base)) - run_start
-    for layer in range(rank.max(initial=-1) + 1):
-        sel = rank == layer
-        b, v = base[sel], vals[sel]
-        for iy, oy in enumerate(off):
-            for ix, ox in enumerate(off):
-                flat[b + (oy * width + ox)] += v[:, iy, ix]
+    order = np.argsort(yi, kind='stable')
+    starts = np.searchsorted(yi[order], np.arange(0, ny + band, band))
+    for k, row0 in enumerate(range(0, ny, band)):
+        sel = order[starts[k]:starts[k + 1]]
+        if len(sel) == 0:
+            continue
+        height = min(band, ny - row0) + 2 * radius
+        dx = off[None, None, :] + (xi[sel] - xc[sel])[:, None, None]
+        dy = off[None, :, None] + (yi[sel] - yc[sel])[:, None, None]
+        vals = amp[sel, None, None] * _gauss(dx, dy, abc)
+        # Buffer row 0 is padded-model row ``row0``.
+        rows = (yi[sel] - row0 + radius)[:, None] + off
+        cols = (xi[sel] + radius)[:, None] + off
+        idx = rows[:, :, None] * width + cols[:, None, :]
+        buf = np.bincount(idx.ravel(), weights=vals.ravel(),
+                          minlength=height * width)
+        model[row0:row0 + height] += buf.reshape(height, width)
     return model[radius:-radius, radius:-radius]
 
 
