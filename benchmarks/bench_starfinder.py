@@ -131,6 +131,11 @@ def make_finders(names=None, check=True):
         Finder('CNNStarFinder', run_cnnfind, (2.0, 3.0, 5.0),
                {'min_probability': 0.01, **cnn}, 5.0, 'probability',
                speed_kwargs=cnn),
+        # With the optional vetting stage (off by default): what it adds
+        # on simulated fields and costs on real ones and in speed.
+        Finder('CNNStarFinder (vetting)', run_cnnfind, (2.0, 3.0, 5.0),
+               {'min_probability': 0.01, 'vetting': True, **cnn}, 5.0,
+               'probability', speed_kwargs={'vetting': True, **cnn}),
         Finder('DAO (defaults)', run_dao, (2.0,), {}, 5.0,
                'DAOFIND statistic'),
         Finder('DAO (tuned)', run_dao, (2.0,),
@@ -152,7 +157,7 @@ def make_finders(names=None, check=True):
                    or f.name.split()[0].lower() in wanted]
     if check:
         for f in finders:
-            if f.name == 'CNNStarFinder':
+            if f.name.startswith('CNNStarFinder'):
                 f.unavailable = _cnn_unavailable()
             elif f.name == 'SEP':
                 f.unavailable = _sep_unavailable()

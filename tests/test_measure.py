@@ -158,7 +158,7 @@ def test_early_cuts_keep_the_detections(scenario, monkeypatch):
     """The amplitude cuts before the fits and before vetting only skip
     work: the catalogue matches a run without them."""
     sim = make_scenario(scenario, (384, 384), seed=44)
-    finder = CNNStarFinder(5.0 * sim['noise'], sim['fwhm'])
+    finder = CNNStarFinder(5.0 * sim['noise'], sim['fwhm'], vetting=True)
     with_cuts = finder(sim['image'])
     monkeypatch.setattr(finder_module, '_START_CUT', 0.0)
     monkeypatch.setattr(finder_module, '_VET_CUT', -np.inf)

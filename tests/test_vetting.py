@@ -57,14 +57,17 @@ def test_features_of_no_candidate():
 
 
 def test_bundled_model_names_its_vetting_model():
-    finder = CNNStarFinder(5.0, 3.0)
+    finder = CNNStarFinder(5.0, 3.0, vetting=True)
     assert finder.vetting is not None
     assert tuple(finder.vetting.card['features']) == FEATURES
     assert finder.min_probability == \
         finder.vetting.card['default_min_probability']
-    plain = CNNStarFinder(5.0, 3.0, vetting=False)
-    assert plain.vetting is None
-    assert plain.min_probability == plain.model.card['default_min_probability']
+    # Off by default: the network's calibrated heatmap alone.
+    for plain in (CNNStarFinder(5.0, 3.0),
+                  CNNStarFinder(5.0, 3.0, vetting=False)):
+        assert plain.vetting is None
+        assert plain.min_probability == \
+            plain.model.card['default_min_probability']
 
 
 def _best_f1(tables, sims):
@@ -109,7 +112,8 @@ def test_vetting_keeps_masked_and_saturated_behaviour():
     data = sim['image'] - np.median(sim['image'])
     mask = np.zeros(data.shape, bool)
     mask[100:130, 100:130] = True
-    tbl = CNNStarFinder(3 * sim['noise'], sim['fwhm'])(data, mask=mask)
+    tbl = CNNStarFinder(3 * sim['noise'], sim['fwhm'], vetting=True)(
+        data, mask=mask)
     x, y = np.asarray(tbl['x_centroid']), np.asarray(tbl['y_centroid'])
     inside = (x > 99.5) & (x < 129.5) & (y > 99.5) & (y < 129.5)
     assert not inside.any()
@@ -126,13 +130,15 @@ def test_vetting_model_with_other_features_is_refused(tmp_path):
     card['features'] = card['features'][::-1]
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelError, match='features'):
-        CNNStarFinder(5.0, 3.0, model=tmp_path / 'starfinder.onnx')
+        CNNStarFinder(5.0, 3.0, model=tmp_path / 'starfinder.onnx',
+                      vetting=True)
     # Without vetting the network alone still works.
     assert CNNStarFinder(5.0, 3.0, model=tmp_path / 'starfinder.onnx',
                          vetting=False).vetting is None
     (tmp_path / 'starfinder_vetting.onnx').unlink()
     with pytest.raises(ModelError, match='does not exist'):
-        CNNStarFinder(5.0, 3.0, model=tmp_path / 'starfinder.onnx')
+        CNNStarFinder(5.0, 3.0, model=tmp_path / 'starfinder.onnx',
+                      vetting=True)
 
 
 def test_tree_ensemble_onnx_matches_scikit_learn(tmp_path):

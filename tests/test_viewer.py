@@ -527,6 +527,29 @@ def test_browser_slider_and_save(server, state, tmp_path):
                                rtol=1e-12)
 
 
+def test_close_does_not_wait_for_an_idle_keep_alive_connection(state):
+    # A browser keeps its connection open between requests; stopping the
+    # viewer (Ctrl-C: serve_forever ends, then server_close) must not
+    # wait for the request thread that sits on it.
+    import socket
+    srv = make_server(state)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    conn = socket.create_connection((HOST, srv.port), timeout=10)
+    try:
+        conn.sendall(f'GET /api/info HTTP/1.1\r\nHost: {HOST}:{srv.port}'
+                     '\r\nConnection: keep-alive\r\n\r\n'.encode())
+        assert conn.recv(12).startswith(b'HTTP/1.1 200')
+        srv.shutdown()
+        thread.join(5)
+        closer = threading.Thread(target=srv.server_close, daemon=True)
+        closer.start()
+        closer.join(5)
+        assert not closer.is_alive(), 'server_close waited for the connection'
+    finally:
+        conn.close()
+
+
 @pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired,
                    reason='open: under .ci/run (full suite, onnxruntime '
                           '1.32) the viewer process has not exited 30 s '

@@ -248,10 +248,22 @@ def real_background_crop(rng, backgrounds, size):
     return None, None
 
 
-def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
-                     n_channels, *, sky_jitter, noise_jitter,
-                     sharp_artefacts):
-    """One attempt at `make_patch`; `ValueError` if it cannot be used."""
+def draw_field(rng, size, backgrounds=(), p_real=0.3, *,
+               sharp_artefacts=True):
+    """
+    One random-recipe training field: simulated stars and artefacts on a
+    simulated sky or (with probability ``p_real``) on a crop of a real
+    frame, and with probability 0.15 correlated noise (as in resampled
+    images and photographic plates).
+
+    Returns
+    -------
+    field : dict
+        ``cfg`` (the recipe), ``sim`` (`simulate_field`'s result),
+        ``image`` and ``mask`` (the image as observed), ``fwhm`` (the
+        FWHM seen in it) and ``exclusion`` (the real sources of the real
+        crop, or `None`).
+    """
     cfg = _random_config(rng, size)
     if not sharp_artefacts:
         cfg.n_cosmic = cfg.n_hot = 0
@@ -271,12 +283,24 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
         background, bg_excl = None, None
         sim = simulate_field((size, size), cfg, seed=rng)
     img = sim['image'].copy()
-    mask = sim['mask'].copy()
     fwhm_seen = cfg.fwhm
     if rng.random() < 0.15:  # correlated noise (resampled images, plates)
         s = float(rng.uniform(0.4, 0.8))
         img = ndimage.gaussian_filter(img, s).astype(np.float32)
         fwhm_seen = float(np.hypot(cfg.fwhm, 2.3548 * s))
+    return {'cfg': cfg, 'sim': sim, 'image': img,
+            'mask': sim['mask'].copy(), 'fwhm': fwhm_seen,
+            'exclusion': bg_excl}
+
+
+def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
+                     n_channels, *, sky_jitter, noise_jitter,
+                     sharp_artefacts):
+    """One attempt at `make_patch`; `ValueError` if it cannot be used."""
+    field = draw_field(rng, size, backgrounds, p_real,
+                       sharp_artefacts=sharp_artefacts)
+    cfg, sim, img, mask = (field[k] for k in ('cfg', 'sim', 'image', 'mask'))
+    fwhm_seen, bg_excl = field['fwhm'], field['exclusion']
     if rng.random() < 0.15:  # masked blobs (NaN) from bad regions
         for _ in range(rng.integers(1, 4)):
             cy, cx = rng.integers(0, size, 2)

@@ -299,7 +299,9 @@ def main(argv=None):
         fit_vetting(onnx_path, n_fit=args.vetting_fields,
                     n_calib=max(args.vetting_fields // 3, 4),
                     seed=args.seed + 30_000,
-                    training_command=card['training_command'], log=log)
+                    training_command=card['training_command'], log=log,
+                    data_dir=args.data_dir,
+                    p_real=0.0 if args.no_real else 0.3)
         card = attach_vetting(card)
         write_card(onnx_path, card)
         card['metrics'] = scenario_metrics(onnx_path, seed=args.seed + 20_001,

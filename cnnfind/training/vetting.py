@@ -20,21 +20,21 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
+from cnnfind.detection._measure import _centres
 from cnnfind.detection._vetting import FEATURES
 from cnnfind.evaluation.matching import match_sources
-from cnnfind.simulation.fields import simulate_field
 from cnnfind.training.calibrate import (
     _best_f1_cut,
     scenario_metrics,
 )
-from cnnfind.training.data import _random_config
+from cnnfind.training.data import draw_field, load_backgrounds
 from cnnfind.training.export import write_card
 
 __all__ = ['candidate_samples', 'fit_vetting', 'platt_fit', 'trees_to_onnx']
 
 #: Name and version of the bundled vetting model.
 VETTING_NAME = 'starfinder_vetting'
-VETTING_VERSION = '1.0.0'
+VETTING_VERSION = '1.1.0'
 #: Lowest heatmap value of a candidate that the vetting stage measures.
 RAW_FLOOR = 0.05
 #: Match radius (pixels) that makes a candidate a star in the labels.
@@ -42,10 +42,19 @@ MATCH_RADIUS = 3.0
 
 
 def candidate_samples(onnx_path, n_fields, *, size=256, seed=0,
-                      raw_floor=RAW_FLOOR):
+                      raw_floor=RAW_FLOOR, backgrounds=(), p_real=0.3):
     """
-    Candidates of the star-finder network on random-recipe simulated
-    fields (those its calibration uses), with their vetting features.
+    Candidates of the star-finder network on random-recipe fields, with
+    their vetting features.
+
+    The fields are drawn as the network's own training fields
+    (`~cnnfind.training.data.draw_field`): simulated skies or, with
+    probability ``p_real``, crops of the real ``backgrounds`` (from
+    `~cnnfind.training.data.load_backgrounds`), some with correlated
+    noise; the finder is given the FWHM seen in the image times a
+    log-normal factor of width 0.1, as users' estimates are.
+    Candidates on the real sources of a real crop carry no label and are
+    left out.
 
     Returns
     -------
@@ -58,13 +67,17 @@ def candidate_samples(onnx_path, n_fields, *, size=256, seed=0,
     feats, labels, n_true = [], [], 0
     for k in range(n_fields):
         rng = np.random.default_rng((seed, k))
-        cfg = _random_config(rng, size)
-        sim = simulate_field((size, size), cfg, seed=rng)
-        finder = CNNStarFinder(0.0, cfg.fwhm, model=onnx_path,
+        field = draw_field(rng, size, backgrounds, p_real)
+        sim = field['sim']
+        fwhm = field['fwhm'] * float(np.exp(rng.normal(0.0, 0.1)))
+        finder = CNNStarFinder(0.0, fwhm, model=onnx_path,
                                min_probability=0.0, vetting=False)
         finder._raw_floor = raw_floor
-        data, valid, _, sky, noise = finder._prepare(sim['image'],
-                                                     sim['mask'])
+        try:
+            data, valid, _, sky, noise = finder._prepare(field['image'],
+                                                         field['mask'])
+        except ValueError:  # nothing usable in this field
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             src = finder._sources(data, valid, sky, noise)
@@ -74,12 +87,17 @@ def candidate_samples(onnx_path, n_fields, *, size=256, seed=0,
         n_true += int((inside & (st['snr'] >= 3.0)).sum())
         if src is None or len(src['x']) == 0:
             continue
-        feats.append(finder._features(data, sky, noise, src))
+        features = finder._features(data, sky, noise, src)
         real = st['snr'] >= 2.0
         _, idet, _ = match_sources(st['x'][real], st['y'][real], src['x'],
                                    src['y'], MATCH_RADIUS)
         label = np.zeros(len(src['x']), int)
         label[idet] = 1
+        if field['exclusion'] is not None:
+            xi, yi = _centres(src['x'], src['y'], data.shape)
+            keep = (label == 1) | ~field['exclusion'][yi, xi]
+            features, label = features[keep], label[keep]
+        feats.append(features)
         labels.append(label)
     return {'features': np.concatenate(feats),
             'label': np.concatenate(labels), 'n_true': n_true}
@@ -189,14 +207,17 @@ def _onnx_logit(path, features):
 
 
 def fit_vetting(onnx_path, *, n_fit=300, n_calib=100, size=256, seed=0,
-                max_iter=300, out_dir=None, training_command=None, log=print):
+                max_iter=300, out_dir=None, training_command=None, log=print,
+                data_dir=None, p_real=0.3):
     """
     Fit the vetting model of a star-finder network and write it (ONNX
     and card) beside it, or into ``out_dir``.
 
     The trees are fitted on the candidates of ``n_fit`` random-recipe
-    fields; the probability calibration (isotonic) and the default
-    ``min_probability`` (best F1) come from ``n_calib`` other fields.
+    fields (`candidate_samples`; a fraction ``p_real`` of them on crops
+    of the real frames in ``data_dir``, when present); the probability
+    calibration (logistic) and the default ``min_probability`` (best
+    F1) come from ``n_calib`` other fields.
 
     Returns
     -------
@@ -208,7 +229,9 @@ def fit_vetting(onnx_path, *, n_fit=300, n_calib=100, size=256, seed=0,
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir) if out_dir else onnx_path.parent
     t0 = time.time()
-    fit = candidate_samples(onnx_path, n_fit, size=size, seed=seed)
+    backgrounds = load_backgrounds(data_dir) if p_real > 0 else []
+    drawn = {'size': size, 'backgrounds': backgrounds, 'p_real': p_real}
+    fit = candidate_samples(onnx_path, n_fit, seed=seed, **drawn)
     log(f'vetting: {len(fit["label"])} candidates on {n_fit} fields, '
         f'{fit["label"].mean():.3f} stars ({time.time() - t0:.0f} s)')
     trees = HistGradientBoostingClassifier(max_iter=max_iter,
@@ -216,8 +239,7 @@ def fit_vetting(onnx_path, *, n_fit=300, n_calib=100, size=256, seed=0,
     trees.fit(fit['features'], fit['label'])
     path = trees_to_onnx(trees, out_dir / f'{VETTING_NAME}.onnx',
                          len(FEATURES))
-    calib = candidate_samples(onnx_path, n_calib, size=size,
-                              seed=seed + 1)
+    calib = candidate_samples(onnx_path, n_calib, seed=seed + 1, **drawn)
     x32 = calib['features'].astype(np.float32)
     logit = _onnx_logit(path, x32)
     parity = float(np.max(np.abs(logit - trees.decision_function(x32))))
@@ -251,10 +273,13 @@ def fit_vetting(onnx_path, *, n_fit=300, n_calib=100, size=256, seed=0,
         'default_min_probability': default_p,
         'training_data': (
             f'candidates (heatmap value >= {RAW_FLOOR}) of {n_fit} '
-            f'random-recipe simulated {size}x{size} fields '
-            '(cnnfind.training.data._random_config: FWHM 1.3-9 px, '
-            'cosmic rays, hot pixels, galaxies, saturation, gradients, '
-            'nebulosity); label: within '
+            f'random-recipe {size}x{size} fields drawn as the '
+            'network\'s training fields (cnnfind.training.data.draw_field: '
+            'FWHM 1.3-9 px, cosmic rays, hot pixels, galaxies, saturation, '
+            'gradients, nebulosity; 15 % with correlated noise; '
+            f'{len(backgrounds)} real frames as skies for {p_real:.0%} of '
+            'the fields, their own sources left out); the FWHM given '
+            'jittered by 10 %; label: within '
             f'{MATCH_RADIUS:g} px of a simulated star of SNR >= 2'),
         'training': {'estimator': 'sklearn HistGradientBoostingClassifier',
                      'max_iter': max_iter, 'n_iter': int(trees.n_iter_),
@@ -292,6 +317,11 @@ def build_parser():
     p.add_argument('--metric-seed', type=int, default=20_001,
                    help='seed of the scenarios measured for the card')
     p.add_argument('--metric-size', type=int, default=512)
+    p.add_argument('--data-dir', default=None,
+                   help='the shared data folder (default: ../shared/data '
+                        'when present) whose real frames serve as skies')
+    p.add_argument('--no-real', action='store_true',
+                   help='simulated skies only')
     return p
 
 
@@ -309,7 +339,8 @@ def main(argv=None):
     # vetting model alone.
     fit_vetting(onnx_path, n_fit=args.fields, n_calib=args.calib_fields,
                 size=args.size, seed=args.seed, max_iter=args.max_iter,
-                training_command=card.get('training_command'))
+                training_command=card.get('training_command'),
+                data_dir=args.data_dir, p_real=0.0 if args.no_real else 0.3)
     card = attach_vetting(card)
     write_card(onnx_path, card)
     card['metrics'] = scenario_metrics(onnx_path, seed=args.metric_seed,

@@ -31,6 +31,9 @@ class ViewerServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # Do not wait for request threads on close: one may sit on an idle
+    # keep-alive connection, and Ctrl-C must stop the viewer at once.
+    block_on_close = False
     allow_reuse_address = False
 
     def __init__(self, state, port=0, *, verbose=False):
@@ -98,6 +101,8 @@ def _probability(query):
 class _Handler(BaseHTTPRequestHandler):
     server_version = 'cnnfind-viewer'
     protocol_version = 'HTTP/1.1'
+    # An idle keep-alive connection is closed after this many seconds.
+    timeout = 60
 
     # -- plumbing -----------------------------------------------------------
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
