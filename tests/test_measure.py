@@ -153,12 +153,14 @@ def test_vetting_features_of_a_subset_equal_those_rows():
         0, full.shape[1])
 
 
-@pytest.mark.parametrize('scenario', ['sparse', 'faint'])
-def test_early_cuts_keep_the_detections(scenario, monkeypatch):
+@pytest.mark.parametrize(('scenario', 'vetting'),
+                         [('sparse', True), ('faint', True),
+                          ('faint', False)])
+def test_early_cuts_keep_the_detections(scenario, vetting, monkeypatch):
     """The amplitude cuts before the fits and before vetting only skip
     work: the catalogue matches a run without them."""
     sim = make_scenario(scenario, (384, 384), seed=44)
-    finder = CNNStarFinder(5.0 * sim['noise'], sim['fwhm'], vetting=True)
+    finder = CNNStarFinder(5.0 * sim['noise'], sim['fwhm'], vetting=vetting)
     with_cuts = finder(sim['image'])
     monkeypatch.setattr(finder_module, '_START_CUT', 0.0)
     monkeypatch.setattr(finder_module, '_VET_CUT', -np.inf)

@@ -248,8 +248,8 @@ class CNNStarFinder(StarFinderBase):
         its card names one): better on simulated fields, but on a real
         photographic plate it recovered 91 % of injected stars against
         98 % without it (see the benchmarks page), so it is off by
-        default. `False` (default)
-        uses the network's calibrated heatmap alone.
+        default. `False` (default) uses the network's calibrated heatmap
+        alone.
     model : str, path or `None`, optional
         A bundled model name or the path of an ONNX file that follows
         the star-finder contract (default: the bundled model).
@@ -535,7 +535,7 @@ class CNNStarFinder(StarFinderBase):
 
         With ``threshold`` (data units), heatmap peaks whose amplitude
         at the start position is far below it are dropped before the
-        fits (they cannot pass it; see ``_START_CUT``).
+        fits (see ``_START_CUT``).
         """
         logits = self._logits(data, valid, sky, noise)
 
