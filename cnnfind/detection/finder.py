@@ -245,11 +245,11 @@ class CNNStarFinder(StarFinderBase):
         on the calibration fields).
     vetting : bool, optional
         If `True`, score sources with the model's vetting stage (when
-        its card names one): better on simulated fields, but on a real
-        photographic plate it recovered 91 % of injected stars against
-        98 % without it (see the benchmarks page), so it is off by
-        default. `False` (default) uses the network's calibrated heatmap
-        alone.
+        its card names one): better on simulated fields, but not shown
+        to carry over to real images (on a photographic plate it agrees
+        less with a SExtractor catalogue than the network alone; see the
+        benchmarks page) and half as fast, so it is off by default.
+        `False` (default) uses the network's calibrated heatmap alone.
     model : str, path or `None`, optional
         A bundled model name or the path of an ONNX file that follows
         the star-finder contract (default: the bundled model).
