@@ -559,10 +559,13 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
     # python -m cnnfind.viewer: prints the address, serves, Ctrl-C exits 0.
     import signal
     out = tmp_path / 'cat.ecsv'
+    # faulthandler: on a hang, SIGABRT makes the child print every
+    # thread's stack (written to the terminal below, for the open defect).
+    env = dict(os.environ, PYTHONFAULTHANDLER='1')
     proc = subprocess.Popen(
         [sys.executable, '-m', 'cnnfind.viewer', str(sim_fits[0]),
          '--fwhm', '3', '--threshold', '3', '--no-browser', '--out', str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = None
         for line in proc.stdout:
@@ -577,7 +580,14 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
         assert info['out'] == str(out)
         proc.send_signal(signal.SIGINT)
         # communicate() drains the pipes: wait() can deadlock on a full one.
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            sys.__stderr__.write('\n[viewer hang after Ctrl-C] child stacks:\n'
+                                 + err[-6000:] + '\n')
+            raise
         assert proc.returncode == 0, err
     finally:
         if proc.poll() is None:
