@@ -60,7 +60,8 @@ _VETTING_KEYS = ('features', 'raw_floor', 'calibration',
 #: this fraction of the threshold are not fitted. On seeded sparse,
 #: crowded, faint and realistic 1024x1024 fields (seeds 5 and 6) no
 #: source that passed the threshold after the fits started below 0.6
-#: of it; at ``threshold=5*std`` the cut removes about 40 % of the peaks.
+#: of it; with vetting at ``threshold=5*std`` the cut removes about 40 %
+#: of the peaks (without vetting the probability cut comes first).
 _START_CUT = 0.6
 
 #: Candidates whose fitted amplitude is below this fraction of the
@@ -680,9 +681,6 @@ class CNNStarFinder(StarFinderBase):
 
         # Threshold on the matched-filter amplitude.
         xi, yi = _centres(xc, yc, data.shape)
-        thr = threshold
-        if np.ndim(thr) == 2:
-            thr = np.asarray(thr)[yi, xi]
         thr_eff = self._threshold_at(threshold, xc, yc, rel, data.shape)
         # No detection may be centred on a masked or NaN pixel.
         good = (~np.isnan(amp) & (amp >= thr_eff) & (amp > 0)
@@ -699,8 +697,8 @@ class CNNStarFinder(StarFinderBase):
         model += sky
         cols = _dao_columns(data, valid, model, xi, yi, self.kernel)
         # DAOFIND's threshold scaling, for daofind_mag.
-        dao_thr = (thr if np.ndim(thr) == 0 else thr[good]) * (
-            self.kernel.rel_err if self.scale_threshold else 1.0)
+        dao_thr = self._threshold_at(threshold, xc, yc, self.kernel.rel_err,
+                                     data.shape)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
             cols['daofind_mag'] = -2.5 * np.log10(cols['conv_peak'] / dao_thr)
