@@ -194,6 +194,33 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
     return xc, yc, amp, bkg, rel_err
 
 
+def _detection_amplitudes(data, valid, xc, yc, amp, abc, radius, background):
+    """
+    PSF amplitudes for the detection threshold: the amplitude alone,
+    fitted (linear) at the fitted positions with the local ``background``
+    (one value per source, data units) taken as known and the models of
+    the other sources (amplitudes ``amp``; 0 for non-finite ones)
+    subtracted.
+
+    Returns
+    -------
+    amp, amp_rel_err : 1D arrays
+        As `_fit_sources`; NaN where a stamp has no valid pixel.
+    """
+    if len(xc) == 0:
+        return np.zeros(0), np.zeros(0)
+    others = _neighbour_stamps(data.shape, xc, yc,
+                               np.where(np.isfinite(amp),
+                                        np.clip(amp, 0, None), 0.0),
+                               abc, radius)
+    d, w, gx, gy = _fit_stamps(data, valid, xc, yc, radius,
+                               np.asarray(background, float)[:, None, None])
+    g = _gauss(gx - xc[:, None, None], gy - yc[:, None, None], abc) * w
+    gg = (g * g).sum(axis=(1, 2))
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return (g * (d - others)).sum(axis=(1, 2)) / gg, 1.0 / np.sqrt(gg)
+
+
 def _render_models(shape, xc, yc, amp, abc, radius, band=64):
     """
     Sum of the fitted Gaussians (no background) on an image.

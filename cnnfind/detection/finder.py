@@ -15,11 +15,13 @@ from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._validation import _positive_int_or_none
 from cnnfind._wcs import _add_sky_centroid
+from cnnfind.detection._background import _LocalBackground
 from cnnfind.detection._input import _network_input
 from cnnfind.detection._kernel import _DAOKernel
 from cnnfind.detection._measure import (
     _centres,
     _dao_columns,
+    _detection_amplitudes,
     _ellipse_coeffs,
     _fit_sources,
     _neighbour_stamps,
@@ -572,9 +574,11 @@ class CNNStarFinder(StarFinderBase):
                               self.theta)
         # Saturated pixels carry no shape information: fit the wings.
         fit_valid = valid if sat_region is None else valid & ~sat_region
+        background = _LocalBackground(data, valid, sky, noise, self.fwhm)
         if threshold is not None and self.xycoords is None:
             start, start_rel = _start_amplitudes(
-                data, fit_valid, x0, y0, abc, self._fit_radius, sky=sky)
+                data, fit_valid, x0, y0, abc, self._fit_radius,
+                sky=background.mesh(x0, y0)[:, None, None])
             keep = start >= _START_CUT * self._threshold_at(
                 threshold, x0, y0, start_rel, data.shape)
             x0, y0, raw = x0[keep], y0[keep], raw[keep]
@@ -590,7 +594,7 @@ class CNNStarFinder(StarFinderBase):
                                  raw[keep])
         return {'x': xc, 'y': yc, 'amp': amp, 'rel': rel, 'raw': raw,
                 'sat_x': sat_x, 'sat_y': sat_y, 'fit_valid': fit_valid,
-                'abc': abc}
+                'abc': abc, 'background': background}
 
     # -- catalogue ---------------------------------------------------------
     def find_stars(self, data, mask=None):
@@ -679,11 +683,16 @@ class CNNStarFinder(StarFinderBase):
             xc, yc, amp, rel, prob = (xc[keep], yc[keep], amp[keep],
                                       rel[keep], prob[keep])
 
-        # Threshold on the matched-filter amplitude.
+        # Threshold on the matched-filter amplitude, with the local
+        # background known (see `_detection_amplitudes`).
+        det_amp, rel = _detection_amplitudes(
+            data, fit_valid, xc, yc, amp, abc, self._fit_radius,
+            src['background'](xc, yc))
+        det_amp[np.isinf(amp)] = np.inf
         xi, yi = _centres(xc, yc, data.shape)
         thr_eff = self._threshold_at(threshold, xc, yc, rel, data.shape)
         # No detection may be centred on a masked or NaN pixel.
-        good = (~np.isnan(amp) & (amp >= thr_eff) & (amp > 0)
+        good = (~np.isnan(det_amp) & (det_amp >= thr_eff) & (det_amp > 0)
                 & valid[yi, xi])
         xc, yc, xi, yi = xc[good], yc[good], xi[good], yi[good]
         amp, prob = amp[good], prob[good]
