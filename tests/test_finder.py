@@ -366,6 +366,37 @@ class TestQuality:
         assert n_good / n_det >= 0.97
         assert n_found / n_bright >= 0.90
 
+    def test_threshold_is_a_sharp_cut_on_faint_stars(self):
+        """
+        ``threshold`` cuts on the SNR of the PSF amplitude with the local
+        background known: at 4 sigma and a low ``min_probability`` the
+        catalogue stays pure. Measured: purity 0.97, completeness 0.80 for
+        SNR 5-8 stars (64 stars). With the background fitted freely on
+        the fitting stamp, as before, the purity was 0.81.
+        """
+        n_det = n_good = n_band = n_found = 0
+        for seed in (31, 32, 33):
+            sim = simulate_field((256, 256), FieldConfig(
+                density=1500, fwhm=3.0, snr_min=3.0), seed=seed)
+            data = sim['image'] - np.median(sim['image'])
+            tbl = CNNStarFinder(4 * sim['noise'], 3.0,
+                                min_probability=0.1)(data)
+            st = sim['stars']
+            inside = ((st['x'] >= 0) & (st['x'] <= 255) & (st['y'] >= 0)
+                      & (st['y'] <= 255))
+            band = inside & (st['snr'] >= 5) & (st['snr'] < 8)
+            real = st['snr'] >= 2
+            xd = np.asarray(tbl['x_centroid'])
+            yd = np.asarray(tbl['y_centroid'])
+            n_det += len(tbl)
+            n_good += _greedy_match(st['x'][real], st['y'][real], xd, yd,
+                                    2.0).sum()
+            n_band += band.sum()
+            n_found += _greedy_match(xd, yd, st['x'][band], st['y'][band],
+                                     2.0).sum()
+        assert n_good / n_det >= 0.93
+        assert n_found / n_band >= 0.65
+
     def test_xycoords_skips_detection(self, sparse_field):
         st = sparse_field['stars']
         inside = ((st['x'] > 10) & (st['x'] < 180) & (st['y'] > 10)

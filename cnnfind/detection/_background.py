@@ -19,7 +19,7 @@ nebulosity close to the annuli.
 import numpy as np
 from scipy import ndimage
 
-from cnnfind.detection._measure import _centres, _stamps
+from cnnfind.detection._measure import _centres
 
 __all__ = []
 

@@ -187,29 +187,30 @@ class CNNStarFinder(StarFinderBase):
     peak of that heatmap is then measured on the data: a PSF-shaped
     (Gaussian of the given ``fwhm``, ``ratio`` and ``theta``) fit that
     ignores masked and NaN pixels and subtracts its neighbours gives
-    the centroid and a matched-filter amplitude, to which ``threshold``
-    is applied; DAOFIND's sharpness, roundness, peak, flux and
-    ``daofind_mag`` columns are computed as `DAOStarFinder` does.
+    the centroid, and a matched-filter amplitude with the local
+    background known (a mesh of clipped medians combined with an
+    annulus around each source) is what ``threshold`` is applied to;
+    DAOFIND's sharpness, roundness, peak, flux and ``daofind_mag``
+    columns are computed as `DAOStarFinder` does.
 
-    The ``probability`` of each source comes from a second stage, the
-    *vetting* model shipped with the network: a gradient-boosted tree
-    ensemble (run by onnxruntime) that combines the network's heatmap
-    value with what the data say on the source's stamp, its neighbours
-    subtracted -- the matched-filter SNR against the local and the
-    global sky, and how much better the PSF fits than a sharp spike
-    (cosmic ray, hot pixel) or a broad profile (galaxy). It ranks faint
-    stars better than the heatmap alone; ``vetting=False`` reports the
-    heatmap's own calibrated probability instead.
+    So there are two cuts: ``threshold`` on the significance of the
+    PSF amplitude, as for `DAOStarFinder`, and ``min_probability`` on
+    the network's calibrated probability that the source is a star,
+    which rejects what a significance cut cannot (cosmic rays, hot
+    pixels, galaxies, the fragments of saturated stars). An optional
+    second stage (``vetting=True``) re-scores the candidates with a
+    gradient-boosted tree ensemble on features of the data around each
+    source; it is off by default (see ``vetting``).
 
     Parameters
     ----------
     threshold : float, `~astropy.units.Quantity` or 2D array
         Detection threshold in data units, as for `DAOStarFinder`:
-        ``threshold=5 * std`` keeps sources whose fitted amplitude is
-        at least 5 times its standard error (with ``scale_threshold``)
-        -- a 5-sigma matched-filter detection. The statistic is a fit
-        over the whole PSF core, not DAOFIND's small kernel, so faint
-        stars keep their significance.
+        ``threshold=5 * std`` keeps sources whose PSF amplitude is at
+        least 5 times its standard error (with ``scale_threshold``) --
+        a 5-sigma matched-filter detection. The statistic is a fit over
+        the whole PSF core with the local background known, not
+        DAOFIND's small kernel, so faint stars keep their significance.
     fwhm : float
         FWHM of the PSF major axis in pixels. It sizes the centroid fit
         and the DAOFIND columns and tells the network the scale of a
