@@ -78,6 +78,11 @@ def test_annulus_ignores_the_star_and_a_neighbour():
     assert np.isnan(annulus_background(img, np.zeros_like(valid), [40.0],
                                        [40.0], 7.5, 15.0)[0])
     assert annulus_background(img, valid, [], [], 7.5, 15.0).shape == (0,)
+    # Chunks only bound the memory.
+    xs, ys = rng.uniform(0, 79, (2, 50))
+    np.testing.assert_array_equal(
+        annulus_background(img, valid, xs, ys, 7.5, 15.0, chunk=7),
+        annulus_background(img, valid, xs, ys, 7.5, 15.0))
 
 
 def _structured_sky(shape, amplitude, period, seed):

@@ -126,26 +126,30 @@ def background_at(mesh, box, x, y):
     return ndimage.map_coordinates(mesh, coords, order=1, mode='nearest')
 
 
-def annulus_background(data, valid, x, y, r_in, r_out):
+def annulus_background(data, valid, x, y, r_in, r_out, *, chunk=4096):
     """
     Clipped median of the valid pixels between ``r_in`` and ``r_out``
     pixels from the rounded positions ``x, y``; NaN where fewer than 10.
+    Sources are processed ``chunk`` at a time, which bounds the memory.
     """
-    if len(x) == 0:
-        return np.zeros(0)
     xi, yi = _centres(np.asarray(x, float), np.asarray(y, float),
                       data.shape)
     r = int(np.ceil(r_out))
     oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
     ring = (oy**2 + ox**2 >= r_in**2) & (oy**2 + ox**2 <= r_out**2)
-    # Only the ring's pixels are gathered (half of its bounding box).
-    rows = yi[:, None] + oy[ring][None, :]
-    cols = xi[:, None] + ox[ring][None, :]
+    oy, ox = oy[ring][None, :], ox[ring][None, :]
     ny, nx = data.shape
-    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    rows, cols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
-    vals = np.where(inside & valid[rows, cols], data[rows, cols], np.nan)
-    return _clipped_row_medians(vals.astype(np.float32))
+    out = np.empty(len(xi))
+    for start in range(0, len(xi), chunk):
+        sl = slice(start, start + chunk)
+        # Only the ring's pixels are gathered (half of its bounding box).
+        rows, cols = yi[sl, None] + oy, xi[sl, None] + ox
+        inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+        rows, cols = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
+        vals = np.where(inside & valid[rows, cols], data[rows, cols],
+                        np.nan).astype(np.float32)
+        out[sl] = _clipped_row_medians(vals)
+    return out
 
 
 class _LocalBackground:
