@@ -534,8 +534,9 @@ class CNNStarFinder(StarFinderBase):
         a dict of fitted positions ``x, y``, amplitudes ``amp`` and their
         relative errors ``rel``, heatmap values ``raw``, saturated-star
         positions ``sat_x, sat_y``, the pixels valid for fitting
-        ``fit_valid`` and the PSF coefficients ``abc``; `None` if there
-        is nothing.
+        ``fit_valid``, the PSF coefficients ``abc`` and the image's
+        ``background`` (a `_LocalBackground`); `None` if there is
+        nothing.
 
         With ``threshold`` (data units), heatmap peaks whose amplitude
         at the start position is far below it are dropped before the
