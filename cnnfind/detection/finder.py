@@ -60,10 +60,10 @@ _VETTING_KEYS = ('features', 'raw_floor', 'calibration',
 
 #: Heatmap peaks whose linear amplitude at the start position is below
 #: this fraction of the threshold are not fitted. On seeded sparse,
-#: crowded, faint and realistic 1024x1024 fields (seeds 5 and 6) no
-#: source that passed the threshold after the fits started below 0.6
-#: of it; with vetting at ``threshold=5*std`` the cut removes about 40 %
-#: of the peaks (without vetting the probability cut comes first).
+#: crowded, faint and realistic 1024x1024 fields (seeds 5 and 6,
+#: ``threshold`` 3 and 5 sigma) the default catalogues are identical with
+#: and without the cut; with vetting at ``threshold=5*std`` it removes a
+#: third of the peaks (without vetting the probability cut comes first).
 _START_CUT = 0.6
 
 #: Candidates whose fitted amplitude is below this fraction of the
