@@ -191,11 +191,23 @@ def _concat(parts):
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def evaluate_scenario(finder, sims, radius, snr_min):
+def pooled_truth(sims, radius, snr_min):
     """
-    Best operating point of one finder on the seeded images of one
-    scenario. Catalogues of different seeds are placed side by side (x
-    offset) so one sweep covers all of them.
+    The true stars of seeded images of one scenario, placed side by
+    side: image ``k`` is shifted by ``k * step`` in x (``step`` leaves a
+    gap of ten match radii), so that one sweep covers all of them.
+
+    Returns
+    -------
+    step : float
+        The x offset between images.
+    x, y, snr : 1D arrays
+        Shifted true positions and SNR.
+    req : 1D bool array
+        Stars a finder must find (inside the image, ``snr >= snr_min``).
+    cen : 1D bool array
+        Stars for the centroid statistics: as ``req``, unsaturated and
+        at least 2 FWHM from the border.
     """
     shape = sims[0]['image'].shape
     step = shape[1] + 10 * radius
@@ -214,8 +226,16 @@ def evaluate_scenario(finder, sims, radius, snr_min):
         truth['req'].append(req)
         truth['cen'].append(cen)
     tx, ty, tsnr = (_concat(truth[c]) for c in ('x', 'y', 'snr'))
-    req = _concat(truth['req']).astype(bool)
-    cen = _concat(truth['cen']).astype(bool)
+    return (step, tx, ty, tsnr, _concat(truth['req']).astype(bool),
+            _concat(truth['cen']).astype(bool))
+
+
+def evaluate_scenario(finder, sims, radius, snr_min):
+    """
+    Best operating point of one finder on the seeded images of one
+    scenario, pooled by `pooled_truth`.
+    """
+    step, tx, ty, tsnr, req, cen = pooled_truth(sims, radius, snr_min)
     fwhm = sims[0]['fwhm']
 
     best = None

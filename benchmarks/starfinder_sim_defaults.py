@@ -11,22 +11,14 @@ and 1 pooled, stars of SNR >= 3, match radius 3 px).
 An experiment behind the benchmarks docs page, not part of the package.
 """
 
-import os
 import sys
 import warnings
 
 import numpy as np
+from bench_starfinder import pooled_truth
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from cnnfind.evaluation import (  # noqa: E402
-    run_cnnfind,
-    scoring_mask,
-    threshold_sweep,
-)
-from cnnfind.simulation import make_scenario  # noqa: E402
+from cnnfind.evaluation import run_cnnfind, threshold_sweep
+from cnnfind.simulation import make_scenario
 
 SCENARIOS = ('sparse', 'crowded', 'faint', 'realistic')
 CUTS = (0.1, 0.2, 0.3)
@@ -37,24 +29,20 @@ def main():
     print('threshold=5*std; F1 (purity, completeness) per min_probability')
     print(f'{"scenario":10s}' + ''.join(f'  p >= {c:<16}' for c in CUTS))
     for name in SCENARIOS:
-        tx, ty, req, x, y, score = [], [], [], [], [], []
-        for k, seed in enumerate((0, 1)):
-            sim = make_scenario(name, (1024, 1024), seed=seed)
-            st, off = sim['stars'], k * 1100.0
-            tx.append(st['x'] + off)
-            ty.append(st['y'])
-            req.append(scoring_mask(st['x'], st['y'], sim['image'].shape,
-                                    snr=st['snr'], snr_min=3.0))
+        sims = [make_scenario(name, (1024, 1024), seed=seed)
+                for seed in (0, 1)]
+        step, tx, ty, _, req, _ = pooled_truth(sims, 3.0, 3.0)
+        x, y, score = [], [], []
+        for k, sim in enumerate(sims):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 res = run_cnnfind(sim['image'], sim['fwhm'], 5.0,
                                   mask=sim['mask'], min_probability=0.01)
-            x.append(res.x + off)
+            x.append(res.x + k * step)
             y.append(res.y)
             score.append(res.score)
-        sweep = threshold_sweep(*(np.concatenate(v) for v in
-                                  (tx, ty, x, y, score)), 3.0,
-                                required=np.concatenate(req).astype(bool),
+        sweep = threshold_sweep(tx, ty, np.concatenate(x), np.concatenate(y),
+                                np.concatenate(score), 3.0, required=req,
                                 cuts=CUTS)
         cells = [f'  {r["f1"]:.3f} ({r["purity"]:.2f}, '
                  f'{r["completeness"]:.2f})  ' for r in sweep]
