@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 
 from cnnfind import CNNStarFinder
 from cnnfind.detection import finder as finder_module
+from cnnfind.detection._background import _clipped_row_medians
 from cnnfind.detection._measure import (
     _centres,
     _ellipse_coeffs,
@@ -20,7 +21,7 @@ from cnnfind.detection._measure import (
     _stamps,
     _start_amplitudes,
 )
-from cnnfind.detection._vetting import _row_nanmedian, vetting_features
+from cnnfind.detection._vetting import vetting_features
 from cnnfind.simulation import make_scenario
 
 
@@ -90,7 +91,8 @@ def test_separable_gaussian_equals_full_form():
                                np.exp(-(a * dx**2 + c * dy**2)), rtol=1e-12)
 
 
-def test_row_nanmedian_matches_numpy():
+def test_unclipped_row_medians_match_numpy():
+    """``iters=0, min_count=1``, as the vetting features use it."""
     rng = np.random.default_rng(4)
     a = rng.normal(size=(300, 25))
     a[rng.random(a.shape) < 0.4] = np.nan
@@ -99,7 +101,8 @@ def test_row_nanmedian_matches_numpy():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
         want = np.nanmedian(a, axis=1)
-    np.testing.assert_array_equal(_row_nanmedian(a), want)
+    np.testing.assert_array_equal(
+        _clipped_row_medians(a, iters=0, min_count=1), want)
 
 
 def test_dedupe_is_the_greedy_merge():

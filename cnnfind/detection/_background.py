@@ -40,41 +40,44 @@ def _mesh_box(fwhm):
     return 16 * int(np.ceil(max(MIN_BOX, 16.0 * fwhm) / 16.0))
 
 
-def _clipped_row_medians(values, sigma=3.0, iters=3):
+def _clipped_row_medians(values, sigma=3.0, iters=3, min_count=10):
     """
     Sigma-clipped median of every row of ``values`` (NaN = missing), as
-    `astropy.stats.sigma_clipped_stats` with ``maxiters=iters``.
+    `astropy.stats.sigma_clipped_stats` with ``maxiters=iters``;
+    ``iters=0`` gives ``np.nanmedian(values, axis=1)``.
 
     One sort per row; each clipping pass only moves the bounds of the
     kept, contiguous range of sorted values, with its standard deviation
-    from cumulative sums. Rows with fewer than 10 values give NaN.
+    from cumulative sums. Rows with fewer than ``min_count`` values give
+    NaN.
     """
     s = np.sort(values, axis=1)  # NaNs last
     n = (~np.isnan(s)).sum(axis=1)
     filled = np.where(np.isnan(s), 0.0, s).astype(np.float64)
-    zero = np.zeros((len(s), 1))
-    c1 = np.concatenate([zero, np.cumsum(filled, axis=1)], axis=1)
-    c2 = np.concatenate([zero, np.cumsum(filled**2, axis=1)], axis=1)
     rows = np.arange(len(s))
     last = max(s.shape[1] - 1, 0)
 
-    def stats(lo, hi):
+    def median(lo, hi):
         m = np.maximum(hi - lo, 1)
-        med = 0.5 * (filled[rows, np.minimum(lo + (m - 1) // 2, last)]
-                     + filled[rows, np.minimum(lo + m // 2, last)])
-        mean = (c1[rows, hi] - c1[rows, lo]) / m
-        var = (c2[rows, hi] - c2[rows, lo]) / m - mean**2
-        return med, np.sqrt(np.maximum(var, 0.0))
+        return 0.5 * (filled[rows, np.minimum(lo + (m - 1) // 2, last)]
+                      + filled[rows, np.minimum(lo + m // 2, last)])
 
     lo, hi = np.zeros(len(s), int), n
+    if iters:
+        zero = np.zeros((len(s), 1))
+        c1 = np.concatenate([zero, np.cumsum(filled, axis=1)], axis=1)
+        c2 = np.concatenate([zero, np.cumsum(filled**2, axis=1)], axis=1)
     for _ in range(iters):
-        med, std = stats(lo, hi)
+        med = median(lo, hi)
+        m = np.maximum(hi - lo, 1)
+        mean = (c1[rows, hi] - c1[rows, lo]) / m
+        std = np.sqrt(np.maximum((c2[rows, hi] - c2[rows, lo]) / m
+                                 - mean**2, 0.0))
         # NaNs compare False, so they are never counted.
         lo = (s < (med - sigma * std)[:, None]).sum(axis=1)
         hi = np.maximum((s <= (med + sigma * std)[:, None]).sum(axis=1),
                         lo + 1)
-    med, _ = stats(lo, hi)
-    return np.where(n >= 10, med, np.nan)
+    return np.where(n >= min_count, median(lo, hi), np.nan)
 
 
 def mesh_background(data, valid, box, *, step=None):

@@ -14,6 +14,7 @@ into the probability that the candidate is a star.
 
 import numpy as np
 
+from cnnfind.detection._background import _clipped_row_medians
 from cnnfind.detection._measure import (
     _centres,
     _gauss,
@@ -37,18 +38,6 @@ def _signed_sqrt(v):
     return np.sign(v) * np.sqrt(np.abs(v))
 
 
-def _row_nanmedian(a):
-    """``np.nanmedian(a, axis=1)`` (NaN for an all-NaN row), by one sort:
-    numpy's own takes a slow masked-array path for short rows."""
-    n_valid = (~np.isnan(a)).sum(axis=1)
-    s = np.sort(a, axis=1)  # NaNs sort last
-    lo = np.maximum((n_valid - 1) // 2, 0)
-    hi = np.maximum(n_valid // 2, 0)
-    rows = np.arange(len(a))
-    med = 0.5 * (s[rows, lo] + s[rows, np.minimum(hi, a.shape[1] - 1)])
-    return np.where(n_valid > 0, med, np.nan)
-
-
 def _template_fit(data, core, template):
     """Amplitude-only least squares of ``template`` on the ``core`` pixels."""
     t = template * core
@@ -66,8 +55,9 @@ def _chunk_features(d, w, dx, dy, abc, fwhm):
     data, valid = d.reshape(n, -1), w.reshape(n, -1)
     # Local sky and noise: robust statistics of the annulus beyond the core.
     annulus = np.where((rr > 1.6 * fwhm) & valid, data, np.nan)
-    local_sky = _row_nanmedian(annulus)
-    local_noise = 1.4826 * _row_nanmedian(np.abs(annulus - local_sky[:, None]))
+    local_sky = _clipped_row_medians(annulus, iters=0, min_count=1)
+    local_noise = 1.4826 * _clipped_row_medians(
+        np.abs(annulus - local_sky[:, None]), iters=0, min_count=1)
     local_sky = np.where(np.isfinite(local_sky), local_sky, 0.0)
     local_noise = np.where(np.isfinite(local_noise) & (local_noise > 0),
                            local_noise, 1.0)
