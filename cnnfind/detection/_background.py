@@ -129,6 +129,36 @@ def background_at(mesh, box, x, y):
     return ndimage.map_coordinates(mesh, coords, order=1, mode='nearest')
 
 
+def _linear_weights(coords, n):
+    """
+    Matrix ``(len(coords), n)`` of linear-interpolation weights at the
+    fractional indices ``coords`` of ``n`` knots, clamped at both ends
+    (``scipy.ndimage.map_coordinates`` with ``order=1, mode='nearest'``).
+    """
+    c = np.clip(np.asarray(coords, float), 0.0, n - 1.0)
+    i0 = np.minimum(np.floor(c).astype(int), max(n - 2, 0))
+    w = c - i0
+    out = np.zeros((len(c), n))
+    rows = np.arange(len(c))
+    out[rows, i0] = 1.0 - w
+    if n > 1:
+        out[rows, i0 + 1] += w
+    return out
+
+
+def background_image(mesh, box, rows, cols):
+    """
+    The mesh interpolated as `background_at` on every pixel of the
+    block ``rows x cols`` (two slices of the image); separable, so it
+    costs two small matrix products.
+    """
+    ys = (np.arange(rows.start, rows.stop) - (box - 1) / 2.0) / box
+    xs = (np.arange(cols.start, cols.stop) - (box - 1) / 2.0) / box
+    wy = _linear_weights(ys, mesh.shape[0])
+    wx = _linear_weights(xs, mesh.shape[1])
+    return (wy @ mesh @ wx.T).astype(np.float32)
+
+
 def annulus_background(data, valid, x, y, r_in, r_out, *, chunk=4096):
     """
     Clipped median of the valid pixels between ``r_in`` and ``r_out``
@@ -184,6 +214,16 @@ class _LocalBackground:
         if self._mesh is None:
             return np.full(np.shape(x), self._sky)
         return background_at(self._mesh, self._box, x, y)
+
+    def image(self, window):
+        """
+        The mesh background on the pixels of ``window`` (a pair of
+        slices with explicit bounds), or the global sky if there is no
+        mesh.
+        """
+        if self._mesh is None:
+            return self._sky
+        return background_image(self._mesh, self._box, *window)
 
     def __call__(self, x, y):
         """The combined background at ``x, y``."""

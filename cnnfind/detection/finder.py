@@ -397,7 +397,8 @@ class CNNStarFinder(StarFinderBase):
             Values in [0, 1]; 0 on masked and NaN pixels.
         """
         data, valid, _, sky, noise = self._prepare(data, mask)
-        return _sigmoid(self._logits(data, valid, sky, noise))
+        background = _LocalBackground(data, valid, sky, noise, self.fwhm)
+        return _sigmoid(self._logits(data, valid, background, noise))
 
     @staticmethod
     def _prepare(data, mask):
@@ -409,10 +410,16 @@ class CNNStarFinder(StarFinderBase):
     def _candidates(self, data, mask=None):
         """Heatmap peaks ``(x, y, raw score)`` before any other cut."""
         data, valid, _, sky, noise = self._prepare(data, mask)
-        return self._peaks(self._logits(data, valid, sky, noise))
+        background = _LocalBackground(data, valid, sky, noise, self.fwhm)
+        return self._peaks(self._logits(data, valid, background, noise))
 
-    def _logits(self, data, valid, sky, noise):
-        """Network logits, tiled; ``-inf`` on invalid pixels."""
+    def _logits(self, data, valid, background, noise):
+        """
+        Network logits, tiled; ``-inf`` on invalid pixels. The network
+        sees the image minus the mesh of ``background`` (a
+        `_LocalBackground`): gradients and nebulosity on scales above
+        the mesh box are gone before it looks for stars.
+        """
         card = self.model.card
         norm = card['normalization']
         multiple = int(card['size_multiple'])
@@ -427,7 +434,8 @@ class CNNStarFinder(StarFinderBase):
             ny, nx = data[window].shape
             py, px = (-ny) % multiple, (-nx) % multiple
             inp = np.zeros((1, n_channels, ny + py, nx + px), np.float32)
-            _network_input(data[window], valid[window], sky, noise,
+            _network_input(data[window], valid[window],
+                           background.image(window), noise,
                            norm['asinh_scale'], self.fwhm, n_channels,
                            out=inp[0])
             logits = sess.run(None, {names[0]: inp, names[1]: fwhm_in})[0]
@@ -542,7 +550,8 @@ class CNNStarFinder(StarFinderBase):
         at the start position is far below it are dropped before the
         fits (see ``_START_CUT``).
         """
-        logits = self._logits(data, valid, sky, noise)
+        background = _LocalBackground(data, valid, sky, noise, self.fwhm)
+        logits = self._logits(data, valid, background, noise)
 
         if self.xycoords is None:
             px, py, raw = self._peaks(logits)
@@ -576,7 +585,6 @@ class CNNStarFinder(StarFinderBase):
                               self.theta)
         # Saturated pixels carry no shape information: fit the wings.
         fit_valid = valid if sat_region is None else valid & ~sat_region
-        background = _LocalBackground(data, valid, sky, noise, self.fwhm)
         if threshold is not None and self.xycoords is None:
             start, start_rel = _start_amplitudes(
                 data, fit_valid, x0, y0, abc, self._fit_radius,

@@ -25,9 +25,9 @@ class _MemoFinder(CNNStarFinder):
 
     _memo = None
 
-    def _logits(self, data, valid, sky, noise):
+    def _logits(self, data, valid, background, noise):
         if self._memo is None:
-            self._memo = super()._logits(data, valid, sky, noise)
+            self._memo = super()._logits(data, valid, background, noise)
         return self._memo.copy()
 
 
