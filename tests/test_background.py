@@ -12,7 +12,9 @@ from cnnfind.detection._background import (
     _LocalBackground,
     annulus_background,
     background_at,
+    background_image,
     mesh_background,
+    noise_ratio_mesh,
 )
 from cnnfind.detection._measure import (
     _detection_amplitudes,
@@ -55,6 +57,39 @@ def test_mesh_follows_a_gradient_and_fills_masked_boxes():
     truth = 100.0 + 0.05 * x - 0.03 * y
     assert np.abs(background_at(mesh, 64, x, y) - truth).max() < 0.3
     assert np.isfinite(mesh).all()
+
+
+def test_background_image_equals_pointwise_interpolation():
+    rng = np.random.default_rng(4)
+    for shape in [(5, 7), (1, 1), (1, 4), (3, 1)]:
+        mesh = rng.normal(size=shape)
+        rows, cols = slice(3, 300), slice(0, 450)
+        img = background_image(mesh, 64, rows, cols)
+        yy, xx = np.mgrid[rows, cols]
+        ref = background_at(mesh, 64, xx.ravel(), yy.ravel())
+        np.testing.assert_allclose(img, ref.reshape(img.shape), atol=1e-6)
+
+
+def test_noise_ratio_mesh():
+    rng = np.random.default_rng(5)
+    valid = np.ones((1024, 1024), bool)
+    flat = rng.normal(0.0, 3.0, valid.shape)
+    assert np.abs(noise_ratio_mesh(flat, valid, 256) - 1).max() < 0.03
+    # A smooth gradient in level does not change it.
+    yy, xx = np.mgrid[:1024, :1024]
+    ramp = noise_ratio_mesh(flat + 200.0 * xx / 1024, valid, 256)
+    assert np.abs(ramp - 1).max() < 0.03
+    # Noise twice as high on the right half.
+    halves = flat * np.where(xx < 512, 1.0, 2.0)
+    ratio = noise_ratio_mesh(halves, valid, 256)
+    assert ratio[:, 3].mean() / ratio[:, 0].mean() == pytest.approx(2.0,
+                                                                     rel=0.05)
+    # Masked blocks take 1; an image smaller than a box gives one block.
+    valid[:256, :256] = False
+    assert noise_ratio_mesh(flat, valid, 256)[0, 0] == pytest.approx(
+        1.0, abs=0.03)
+    assert noise_ratio_mesh(flat[:50, :70], valid[-50:, -70:],
+                            256).shape == (1, 1)
 
 
 def test_mesh_errors_and_empty():

@@ -29,6 +29,16 @@ MIN_BOX = 64
 #: Inner and outer annulus radii in units of the FWHM.
 ANNULUS = (2.5, 5.0)
 
+#: The noise mesh has boxes this many times the background mesh's: the
+#: noise varies slowly (as the square root of the sky) and a box needs
+#: thousands of samples for a precise spread.
+NOISE_BOX_FACTOR = 4
+
+#: Pixel lag of the differences that measure the noise (as
+#: `cnnfind.runtime.robust_sky_noise`: insensitive to smooth structure
+#: and to the correlation of neighbouring pixels).
+_NOISE_LAG = 3
+
 # Noise of the median of n Gaussian values, in units of their sigma,
 # times sqrt(n).
 _MEDIAN_NOISE = 1.2533
@@ -122,6 +132,44 @@ def mesh_background(data, valid, box, *, step=None):
     return mesh
 
 
+def noise_ratio_mesh(data, valid, box, *, step=4):
+    """
+    Relative noise of ``data`` per ``box`` x ``box`` block: the robust
+    spread (1.4826 MAD) of differences of pixels three columns apart
+    (every ``step``-th row and column), divided by its median over the
+    blocks, then 3 x 3 median-filtered. Blocks with fewer than 64
+    differences get 1. The median normalisation makes the ratio 1 on
+    an image of uniform noise whatever the estimator's bias.
+
+    Returns
+    -------
+    ratio : 2D float64 array
+        Shape ``(ceil(ny / box), ceil(nx / box))``.
+    """
+    ny, nx = data.shape
+    my, mx = -(-ny // box), -(-nx // box)
+    lag = _NOISE_LAG if nx > _NOISE_LAG else 1
+    rows, ok = data[::step], valid[::step]
+    d = np.where(ok[:, lag::step] & ok[:, :-lag:step],
+                 rows[:, lag::step].astype(np.float32) - rows[:, :-lag:step],
+                 np.float32(np.nan))
+    b = box // step
+    padded = np.full((my * b, mx * b), np.nan, np.float32)
+    padded[:d.shape[0], :d.shape[1]] = d
+    rows = padded.reshape(my, b, mx, b).transpose(0, 2, 1, 3).reshape(
+        my * mx, b * b)
+    med = _clipped_row_medians(rows, iters=0, min_count=64)
+    spread = _clipped_row_medians(np.abs(rows - med[:, None]), iters=0,
+                                  min_count=64)
+    spread = np.where(spread > 0, spread, np.nan).reshape(my, mx)
+    if np.isnan(spread).all():
+        return np.ones((my, mx))
+    ratio = np.where(np.isnan(spread), 1.0, spread / np.nanmedian(spread))
+    if min(my, mx) >= 3:
+        ratio = ndimage.median_filter(ratio, size=3, mode='nearest')
+    return ratio
+
+
 def background_at(mesh, box, x, y):
     """The mesh interpolated (bilinear) at pixel positions ``x, y``."""
     coords = [(np.asarray(y, float) - (box - 1) / 2.0) / box,
@@ -208,6 +256,7 @@ class _LocalBackground:
         self._box = _mesh_box(fwhm)
         mesh = mesh_background(data, valid, self._box)
         self._mesh = None if np.isnan(mesh).all() else mesh
+        self._noise_ratio = None
 
     def mesh(self, x, y):
         """The mesh background at ``x, y``."""
@@ -224,6 +273,21 @@ class _LocalBackground:
         if self._mesh is None:
             return self._sky
         return background_image(self._mesh, self._box, *window)
+
+    def _noise_mesh(self):
+        if self._noise_ratio is None:
+            box = NOISE_BOX_FACTOR * self._box
+            self._noise_ratio = (box, noise_ratio_mesh(self._data,
+                                                       self._valid, box))
+        return self._noise_ratio
+
+    def noise_ratio(self, x, y):
+        """
+        The local pixel noise at ``x, y`` over its median over the
+        image (`noise_ratio_mesh`, interpolated bilinearly).
+        """
+        box, mesh = self._noise_mesh()
+        return background_at(mesh, box, x, y)
 
     def __call__(self, x, y):
         """The combined background at ``x, y``."""

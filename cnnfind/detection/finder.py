@@ -211,6 +211,9 @@ class CNNStarFinder(StarFinderBase):
         a 5-sigma matched-filter detection. The statistic is a fit over
         the whole PSF core with the local background known, not
         DAOFIND's small kernel, so faint stars keep their significance.
+        Where the noise varies over the image, a scalar threshold
+        follows it (times the local noise over its median), so that
+        ``5 * std`` means 5 local sigma; a 2D threshold is used as given.
     fwhm : float
         FWHM of the PSF major axis in pixels. It sizes the centroid fit
         and the DAOFIND columns and tells the network the scale of a
@@ -528,12 +531,20 @@ class CNNStarFinder(StarFinderBase):
         yy, xx = yy[peak], xx[peak]
         return xx, yy, _sigmoid(logits[yy, xx])
 
-    def _threshold_at(self, threshold, x, y, rel, shape):
-        """The amplitude each source at ``x, y`` must reach."""
+    def _threshold_at(self, threshold, x, y, rel, shape, background=None):
+        """
+        The amplitude each source at ``x, y`` must reach. With a
+        ``background`` (a `_LocalBackground`), a scalar significance
+        threshold follows the local noise: ``5 * std`` asks for 5 local
+        sigma where the noise varies over the image (sky gradients,
+        nebulosity). A 2D threshold is taken as given.
+        """
         thr = threshold
         if np.ndim(thr) == 2:
             xi, yi = _centres(x, y, shape)
             thr = np.asarray(thr)[yi, xi]
+        elif background is not None and self.scale_threshold:
+            thr = thr * background.noise_ratio(x, y)
         return thr * rel if self.scale_threshold else thr * np.ones_like(rel)
 
     def _sources(self, data, valid, sky, noise, threshold=None):
@@ -590,7 +601,7 @@ class CNNStarFinder(StarFinderBase):
                 data, fit_valid, x0, y0, abc, self._fit_radius,
                 sky=background.mesh(x0, y0)[:, None, None])
             keep = start >= _START_CUT * self._threshold_at(
-                threshold, x0, y0, start_rel, data.shape)
+                threshold, x0, y0, start_rel, data.shape, background)
             x0, y0, raw = x0[keep], y0[keep], raw[keep]
         # Four Gauss-Newton steps suffice from the heatmap's start (six
         # gave the same detections and centroids on seeded fields).
@@ -665,7 +676,7 @@ class CNNStarFinder(StarFinderBase):
             if self.xycoords is None:
                 # Only candidates that may pass the threshold are vetted.
                 near = amp >= _VET_CUT * self._threshold_at(
-                    threshold, xc, yc, rel, data.shape)
+                    threshold, xc, yc, rel, data.shape, src['background'])
                 prob = np.zeros(len(xc))
                 prob[near] = self._vet(self._features(data, sky, noise, src,
                                                       subset=near))
@@ -700,7 +711,8 @@ class CNNStarFinder(StarFinderBase):
             src['background'](xc, yc))
         det_amp[np.isinf(amp)] = np.inf
         xi, yi = _centres(xc, yc, data.shape)
-        thr_eff = self._threshold_at(threshold, xc, yc, rel, data.shape)
+        thr_eff = self._threshold_at(threshold, xc, yc, rel, data.shape,
+                                     src['background'])
         # No detection may be centred on a masked or NaN pixel.
         good = (~np.isnan(det_amp) & (det_amp >= thr_eff) & (det_amp > 0)
                 & valid[yi, xi])
