@@ -1,5 +1,7 @@
 """
-The local background under each source, for the detection threshold.
+The local background and noise of an image: the mesh that the star
+finder's network sees subtracted, the local noise its threshold follows,
+and the background under each source for the detection threshold.
 
 The threshold compares each source's PSF amplitude with its error. Fitted
 together with a free background on the small fitting stamp, the amplitude
@@ -20,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from cnnfind.detection._measure import _centres
+from cnnfind.runtime.normalize import _NOISE_LAG
 
 __all__ = []
 
@@ -33,11 +36,6 @@ ANNULUS = (2.5, 5.0)
 #: noise varies slowly (as the square root of the sky) and a box needs
 #: thousands of samples for a precise spread.
 NOISE_BOX_FACTOR = 4
-
-#: Pixel lag of the differences that measure the noise (as
-#: `cnnfind.runtime.robust_sky_noise`: insensitive to smooth structure
-#: and to the correlation of neighbouring pixels).
-_NOISE_LAG = 3
 
 # Noise of the median of n Gaussian values, in units of their sigma,
 # times sqrt(n).
@@ -134,10 +132,11 @@ def mesh_background(data, valid, box, *, step=None):
 
 def noise_ratio_mesh(data, valid, box, *, step=4):
     """
-    Relative noise of ``data`` per ``box`` x ``box`` block: the robust
-    spread (1.4826 MAD) of differences of pixels three columns apart
-    (every ``step``-th row and column), divided by its median over the
-    blocks, then 3 x 3 median-filtered. Blocks with fewer than 64
+    Relative noise of ``data`` per ``box`` x ``box`` block: the median
+    absolute deviation of differences of pixels three columns apart (as
+    `cnnfind.runtime.robust_sky_noise`; every ``step``-th row and
+    column), divided by its median over the blocks, then 3 x 3
+    median-filtered. Blocks with fewer than 64
     differences get 1. The median normalisation makes the ratio 1 on
     an image of uniform noise whatever the estimator's bias.
 
