@@ -105,6 +105,7 @@ def _pad(arr, multiple):
 
 
 def _starfinder_feed(model, data, mask, fwhm):
+    from cnnfind.detection._background import _LocalBackground
     from cnnfind.detection._input import _network_input
     from cnnfind.detection.finder import CNNStarFinder, _input_channels
     from cnnfind.runtime.session import get_session
@@ -115,7 +116,10 @@ def _starfinder_feed(model, data, mask, fwhm):
     norm = card['normalization']
     sess = get_session(finder.model, device='cpu')
     inputs = sess.get_inputs()
-    x = _network_input(data, valid, sky, noise, norm['asinh_scale'], fwhm,
+    # The finder's input: the image minus its background mesh.
+    mesh = _LocalBackground(data, valid, sky, noise, fwhm).image(
+        (slice(0, data.shape[0]), slice(0, data.shape[1])))
+    x = _network_input(data, valid, mesh, noise, norm['asinh_scale'], fwhm,
                        _input_channels(sess))
     x = _pad(x, int(card['size_multiple']))[None]
     f = np.full((1, 1, 1, 1), np.log(fwhm / norm['fwhm_ref']), np.float32)
