@@ -138,7 +138,7 @@ def run(args):
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print('\nStopped.')
+        print('\nStopped.', flush=True)
     finally:
         server.server_close()
     return EXIT_OK
