@@ -1,6 +1,7 @@
 """Tests of the heatmap viewer (``cnnfind view`` / ``python -m cnnfind.viewer``)."""
 
 import argparse
+import glob
 import http.client
 import json
 import os
@@ -550,6 +551,68 @@ def test_close_does_not_wait_for_an_idle_keep_alive_connection(state):
         conn.close()
 
 
+def _pipe_holders(proc):
+    """Other processes that hold the child's stdout pipe open."""
+    inode = os.fstat(proc.stdout.fileno()).st_ino
+    holders = []
+    for fd_dir in glob.glob('/proc/[0-9]*/fd'):
+        pid = int(fd_dir.split('/')[2])
+        if pid == os.getpid():
+            continue
+        try:
+            links = [os.readlink(os.path.join(fd_dir, f))
+                     for f in os.listdir(fd_dir)]
+        except OSError:
+            continue
+        if f'pipe:[{inode}]' in links:
+            holders.append(pid)
+    return holders
+
+
+def _proc_state(pid):
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return ' '.join(line.strip() for line in f
+                            if line.startswith(('State', 'Threads')))
+    except OSError:
+        return 'gone'
+
+
+def _diagnose_hang(proc):
+    """
+    For the open viewer defect: write to the terminal what the child
+    and anything holding its pipes are doing, then end them (SIGABRT
+    first, whose faulthandler dump shows the Python stacks, then
+    SIGKILL). A pipe held by another process keeps ``communicate``
+    waiting after the child itself has exited.
+    """
+    import signal
+    lines = [f'child {proc.pid}: poll() = {proc.poll()}, '
+             f'{_proc_state(proc.pid)}']
+    if sys.platform.startswith('linux'):
+        for pid in _pipe_holders(proc):
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    cmd = f.read().replace(b'\0', b' ').decode(errors='replace')
+            except OSError:
+                cmd = '?'
+            lines.append(f'pipe held by {pid} ({_proc_state(pid)}): {cmd}')
+    out = err = ''
+    for sig, wait in ((signal.SIGABRT, 10), (signal.SIGKILL, 10)):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=wait)
+            lines.append(f'pipes closed after signal {sig.name}')
+            break
+        except subprocess.TimeoutExpired:
+            lines.append(f'pipes still open {wait} s after {sig.name}, '
+                         f'poll() = {proc.poll()}')
+    lines.append(f'"Stopped." printed: {"Stopped." in (out or "")}')
+    sys.__stderr__.write('\n[viewer hang after Ctrl-C]\n' + '\n'.join(lines)
+                         + '\nstderr tail:\n' + (err or '')[-6000:] + '\n')
+
+
 @pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired,
                    reason='open: under .ci/run (full suite, onnxruntime '
                           '1.32) the viewer process has not exited 30 s '
@@ -583,21 +646,7 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
         try:
             _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            # Diagnose the open defect: SIGABRT dumps the Python stacks
-            # (unless the interpreter is already finalising), SIGKILL
-            # then ends it; "Stopped." on stdout means Ctrl-C was
-            # handled and the hang came after.
-            proc.send_signal(signal.SIGABRT)
-            try:
-                out, err = proc.communicate(timeout=10)
-                how = 'exited on SIGABRT'
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate(timeout=30)
-                how = 'ignored SIGABRT for 10 s, killed'
-            sys.__stderr__.write(
-                f'\n[viewer hang after Ctrl-C: {how}; "Stopped." printed: '
-                f'{"Stopped." in out}] stderr tail:\n{err[-6000:]}\n')
+            _diagnose_hang(proc)
             raise
         assert proc.returncode == 0, err
     finally:
