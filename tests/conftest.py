@@ -7,6 +7,17 @@ import pytest
 
 from cnnfind.simulation import FieldConfig, render_profiles, simulate_field
 
+#: Diagnostics that tests add for the end of the run (pytest captures
+#: what a test writes, and shows it only when the test fails, not when
+#: an expected failure happens).
+END_OF_RUN_REPORTS = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for report in END_OF_RUN_REPORTS:
+        terminalreporter.write_sep('-', 'diagnostics')
+        terminalreporter.write_line(report)
+
 #: The shared real data beside the project root (absent from an sdist).
 SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 

@@ -27,6 +27,8 @@ from cnnfind.viewer._cli import _out_path, add_arguments, build_state, main, run
 from cnnfind.viewer._page import PAGE
 from cnnfind.viewer._render import encode_png, heatmap_rgba, stretch_image
 
+from .conftest import END_OF_RUN_REPORTS
+
 CHROMIUM = '/usr/bin/chromium'
 SLIDER_VALUES = (0.05, 0.3, 0.6, 0.9)
 
@@ -580,7 +582,7 @@ def _proc_state(pid):
 
 def _diagnose_hang(proc):
     """
-    For the open viewer defect: write to the terminal what the child
+    For the open viewer defect: report at the end of the run what the child
     and anything holding its pipes are doing, then end them (SIGABRT
     first, whose faulthandler dump shows the Python stacks, then
     SIGKILL). A pipe held by another process keeps ``communicate``
@@ -609,8 +611,8 @@ def _diagnose_hang(proc):
             lines.append(f'pipes still open {wait} s after {sig.name}, '
                          f'poll() = {proc.poll()}')
     lines.append(f'"Stopped." printed: {"Stopped." in (out or "")}')
-    sys.__stderr__.write('\n[viewer hang after Ctrl-C]\n' + '\n'.join(lines)
-                         + '\nstderr tail:\n' + (err or '')[-6000:] + '\n')
+    END_OF_RUN_REPORTS.append('[viewer hang after Ctrl-C]\n' + '\n'.join(lines)
+                              + '\nstderr tail:\n' + (err or '')[-6000:])
 
 
 @pytest.mark.xfail(strict=False, raises=subprocess.TimeoutExpired,
