@@ -580,7 +580,15 @@ def _proc_state(pid):
         return 'gone'
 
 
-def _diagnose_hang(proc):
+def _sigint_state():
+    """This process's SIGINT handler and whether SIGINT is blocked."""
+    import signal
+    handler = signal.getsignal(signal.SIGINT)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return f'SIGINT handler {handler!r}, blocked {blocked}'
+
+
+def _diagnose_hang(proc, parent_state=''):
     """
     For the open viewer defect: report at the end of the run what the child
     and anything holding its pipes are doing, then end them (SIGABRT
@@ -590,7 +598,14 @@ def _diagnose_hang(proc):
     """
     import signal
     lines = [f'child {proc.pid}: poll() = {proc.poll()}, '
-             f'{_proc_state(proc.pid)}']
+             f'{_proc_state(proc.pid)}',
+             f'test process when it started the child: {parent_state}']
+    try:
+        with open(f'/proc/{proc.pid}/status') as f:
+            lines += [line.strip() for line in f
+                      if line.startswith(('SigBlk', 'SigIgn', 'SigCgt'))]
+    except OSError:
+        pass
     if sys.platform.startswith('linux'):
         for pid in _pipe_holders(proc):
             try:
@@ -627,6 +642,7 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
     # faulthandler: on a hang, SIGABRT makes the child print every
     # thread's stack (written to the terminal below, for the open defect).
     env = dict(os.environ, PYTHONFAULTHANDLER='1')
+    parent_state = _sigint_state()
     proc = subprocess.Popen(
         [sys.executable, '-m', 'cnnfind.viewer', str(sim_fits[0]),
          '--fwhm', '3', '--threshold', '3', '--no-browser', '--out', str(out)],
@@ -648,7 +664,7 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
         try:
             _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            _diagnose_hang(proc)
+            _diagnose_hang(proc, parent_state)
             raise
         assert proc.returncode == 0, err
     finally:
