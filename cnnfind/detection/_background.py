@@ -88,6 +88,19 @@ def _clipped_row_medians(values, sigma=3.0, iters=3, min_count=10):
     return np.where(n >= min_count, median(lo, hi), np.nan)
 
 
+def _block_rows(sub, mesh_shape, b):
+    """
+    The values of the sub-sampled image ``sub`` grouped by mesh box: one
+    row of ``b * b`` values per box (NaN-padded beyond the image), boxes
+    in row-major order of the ``mesh_shape`` mesh.
+    """
+    my, mx = mesh_shape
+    padded = np.full((my * b, mx * b), np.nan, np.float32)
+    padded[:sub.shape[0], :sub.shape[1]] = sub
+    return padded.reshape(my, b, mx, b).transpose(0, 2, 1, 3).reshape(
+        my * mx, b * b)
+
+
 def mesh_background(data, valid, box, *, step=None):
     """
     Background mesh of ``data``: the clipped median of the valid pixels
@@ -111,12 +124,8 @@ def mesh_background(data, valid, box, *, step=None):
         raise ValueError(msg)
     sub = np.where(valid[::step, ::step], data[::step, ::step],
                    np.nan).astype(np.float32)
-    b = box // step
-    padded = np.full((my * b, mx * b), np.nan, np.float32)
-    padded[:sub.shape[0], :sub.shape[1]] = sub
-    blocks = padded.reshape(my, b, mx, b).transpose(0, 2, 1, 3)
-    mesh = _clipped_row_medians(blocks.reshape(my * mx, b * b)).reshape(
-        my, mx)
+    mesh = _clipped_row_medians(
+        _block_rows(sub, (my, mx), box // step)).reshape(my, mx)
     missing = np.isnan(mesh)
     if missing.all():
         return mesh
@@ -152,11 +161,7 @@ def noise_ratio_mesh(data, valid, box, *, step=4):
     d = np.where(ok[:, lag::step] & ok[:, :-lag:step],
                  rows[:, lag::step].astype(np.float32) - rows[:, :-lag:step],
                  np.float32(np.nan))
-    b = box // step
-    padded = np.full((my * b, mx * b), np.nan, np.float32)
-    padded[:d.shape[0], :d.shape[1]] = d
-    rows = padded.reshape(my, b, mx, b).transpose(0, 2, 1, 3).reshape(
-        my * mx, b * b)
+    rows = _block_rows(d, (my, mx), box // step)
     med = _clipped_row_medians(rows, iters=0, min_count=64)
     spread = _clipped_row_medians(np.abs(rows - med[:, None]), iters=0,
                                   min_count=64)
@@ -169,10 +174,14 @@ def noise_ratio_mesh(data, valid, box, *, step=4):
     return ratio
 
 
+def _mesh_index(pixel, box):
+    """Fractional mesh index of pixel coordinates (box centres at integers)."""
+    return (np.asarray(pixel, float) - (box - 1) / 2.0) / box
+
+
 def background_at(mesh, box, x, y):
     """The mesh interpolated (bilinear) at pixel positions ``x, y``."""
-    coords = [(np.asarray(y, float) - (box - 1) / 2.0) / box,
-              (np.asarray(x, float) - (box - 1) / 2.0) / box]
+    coords = [_mesh_index(y, box), _mesh_index(x, box)]
     return ndimage.map_coordinates(mesh, coords, order=1, mode='nearest')
 
 
@@ -195,10 +204,10 @@ def background_image(mesh, box, rows, cols):
     on the mesh columns, then along x; by indexing, not matrix products,
     so that no BLAS thread pool competes with onnxruntime's.
     """
-    ys = (np.arange(rows.start, rows.stop) - (box - 1) / 2.0) / box
-    xs = (np.arange(cols.start, cols.stop) - (box - 1) / 2.0) / box
-    y0, y1, wy = _linear_knots(ys, mesh.shape[0])
-    x0, x1, wx = _linear_knots(xs, mesh.shape[1])
+    y0, y1, wy = _linear_knots(
+        _mesh_index(np.arange(rows.start, rows.stop), box), mesh.shape[0])
+    x0, x1, wx = _linear_knots(
+        _mesh_index(np.arange(cols.start, cols.stop), box), mesh.shape[1])
     along_y = (mesh[y0] * (1.0 - wy)[:, None]
                + mesh[y1] * wy[:, None]).astype(np.float32)
     wx = wx.astype(np.float32)
