@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cnnfind.detection._background import _LocalBackground
 from cnnfind.detection._input import _network_input
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
 from cnnfind.simulation.fields import FieldConfig, simulate_field
@@ -194,7 +195,8 @@ def _draw_targets(shape, x, y, positive, ignore_xy, sigma=0.8):
 
 def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
                snr_ignore=2.0, max_tries=10, n_channels=N_CHANNELS, *,
-               sky_jitter=0.3, noise_jitter=0.15, sharp_artefacts=True):
+               sky_jitter=0.3, noise_jitter=0.15, sharp_artefacts=True,
+               mesh_sky=False):
     """
     One training example.
 
@@ -216,9 +218,12 @@ def make_patch(rng, size=128, backgrounds=(), p_real=0.3, snr_pos=3.0,
     of width ``noise_jitter``, so that the network learns not to trust
     them blindly. ``sharp_artefacts=False`` leaves out cosmic rays and hot
     pixels (an experiment: what they cost the faint stars).
+    ``mesh_sky=True`` subtracts the background mesh that
+    `~cnnfind.CNNStarFinder` subtracts (with the same jitter added)
+    instead of the patch's global sky.
     """
     recipe = {'sky_jitter': sky_jitter, 'noise_jitter': noise_jitter,
-              'sharp_artefacts': sharp_artefacts}
+              'sharp_artefacts': sharp_artefacts, 'mesh_sky': mesh_sky}
     for _ in range(max_tries - 1):
         try:
             return _make_patch_once(rng, size, backgrounds, p_real, snr_pos,
@@ -295,7 +300,7 @@ def draw_field(rng, size, backgrounds=(), p_real=0.3, *,
 
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
                      n_channels, *, sky_jitter, noise_jitter,
-                     sharp_artefacts):
+                     sharp_artefacts, mesh_sky=False):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     field = draw_field(rng, size, backgrounds, p_real,
                        sharp_artefacts=sharp_artefacts)
@@ -308,9 +313,15 @@ def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
             img[cy:cy + h, cx:cx + w] = np.nan
     valid = valid_pixel_mask(img, mask)
     sky, noise = robust_sky_noise(img, valid)
-    sky += rng.normal(0, sky_jitter) * noise
+    offset = rng.normal(0, sky_jitter) * noise
+    true_noise = noise
     noise *= float(np.exp(rng.normal(0, noise_jitter)))
     hint = fwhm_seen * float(np.exp(rng.normal(0, 0.1)))
+    if mesh_sky:
+        # The finder's own background, with the user's FWHM (the hint).
+        sky = _LocalBackground(img, valid, sky, true_noise, hint).image(
+            (slice(0, size), slice(0, size)))
+    sky = sky + offset
     x = _network_input(img, valid, sky, noise, ASINH_SCALE, hint, n_channels)
 
     st = sim['stars']

@@ -147,6 +147,10 @@ def build_parser():
     p.add_argument('--no-sharp-artefacts', action='store_true',
                    help='simulate no cosmic rays or hot pixels (an '
                         'experiment: what rejecting them costs faint stars)')
+    p.add_argument('--mesh-sky', action='store_true',
+                   help="subtract the finder's background mesh from each "
+                        'patch (as CNNStarFinder does) instead of its '
+                        'global sky')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', default=None,
                    help='shared data folder (default: ../shared/data)')
@@ -187,6 +191,8 @@ def _training_command(args):
                                              np.atleast_1d(value)))
     if args.no_sharp_artefacts:
         cmd.append('--no-sharp-artefacts')
+    if args.mesh_sky:
+        cmd.append('--mesh-sky')
     if args.vetting_fields != defaults.vetting_fields:
         cmd.append(f'--vetting-fields {args.vetting_fields}')
     return ' '.join(cmd)
@@ -217,7 +223,8 @@ def main(argv=None):
                          unlisted_snr=args.unlisted_snr, n_channels=n_in,
                          sky_jitter=args.sky_jitter,
                          noise_jitter=args.noise_jitter,
-                         sharp_artefacts=not args.no_sharp_artefacts)
+                         sharp_artefacts=not args.no_sharp_artefacts,
+                         mesh_sky=args.mesh_sky)
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
