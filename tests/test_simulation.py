@@ -60,4 +60,11 @@ def test_saturation_and_artefacts():
     assert sim['image'][~sim['mask']].max() <= 3000.0
     assert sim['mask'].any()
     assert (sim['artefacts']['cosmic'] > 0).any()
-    assert len(sim['artefacts']['galaxies']['x']) == 3
+    gal = sim['artefacts']['galaxies']
+    assert len(gal['x']) == 3
+    # The galaxies' parameters come with them, within the drawn ranges.
+    assert all(len(gal[k]) == 3 for k in ('re', 'n', 'q', 'snr'))
+    assert np.all((gal['n'] >= 0.5) & (gal['n'] <= 4.0))
+    assert np.all((gal['q'] >= 0.3) & (gal['q'] <= 1.0))
+    assert np.all(gal['re'] >= cfg.fwhm + 1.0)
+    assert np.all((gal['snr'] >= 10) & (gal['snr'] <= 10**2.7))

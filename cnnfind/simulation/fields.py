@@ -201,7 +201,9 @@ def simulate_field(shape, config, seed=None, *, background=None):
         SNR against the local noise, ``snr_sky`` against the flat sky
         alone) and ``artefacts`` (dict with
         ``cosmic`` (image of cosmic rays and hot pixels, ADU),
-        ``galaxies`` (arrays ``x, y``)).
+        ``galaxies`` (arrays ``x, y``, and ``re``, ``n``, ``q``,
+        ``snr``: half-light radius in pixels, Sersic index, axis ratio and
+        nominal SNR)).
 
     Examples
     --------
@@ -235,12 +237,16 @@ def simulate_field(shape, config, seed=None, *, background=None):
                     ratio=c.ratio, theta=c.theta)
     gal_x = rng.uniform(0, nx, c.n_galaxies)
     gal_y = rng.uniform(0, ny, c.n_galaxies)
+    gal = {'re': [], 'n': [], 'q': [], 'snr': []}
     for gx, gy in zip(gal_x, gal_y, strict=True):
         re = c.fwhm * rng.uniform(1.0, 4.0) + 1.0
         gsnr = 10 ** rng.uniform(1.0, 2.7)
         gflux = gsnr * noise_e * np.sqrt(4 * np.pi * (re**2 + (c.fwhm / 2.35)**2))
-        src += _sersic(shape, gx, gy, gflux, re, rng.uniform(0.5, 4.0),
-                       rng.uniform(0.3, 1.0), rng.uniform(0, np.pi), c.fwhm)
+        n_sersic, q = rng.uniform(0.5, 4.0), rng.uniform(0.3, 1.0)
+        src += _sersic(shape, gx, gy, gflux, re, n_sersic, q,
+                       rng.uniform(0, np.pi), c.fwhm)
+        for key, value in zip(gal, (re, n_sersic, q, gsnr), strict=True):
+            gal[key].append(value)
 
     sky_model = np.zeros(shape)
     if c.gradient:
@@ -299,10 +305,12 @@ def simulate_field(shape, config, seed=None, *, background=None):
         mask[lo:hi, col] = True
         img[lo:hi, col] = rng.choice([0.0, c.bias, 65535.0])
 
+    galaxies = {'x': gal_x, 'y': gal_y}
+    galaxies.update({k: np.array(v, float) for k, v in gal.items()})
     return {'image': img.astype(np.float32), 'mask': mask,
             'noise': float(noise_adu), 'fwhm': c.fwhm,
             'stars': {'x': x, 'y': y, 'flux': flux_e / c.gain,
                       'snr': snr_true, 'snr_sky': snr,
                       'saturated': saturated},
             'artefacts': {'cosmic': cosmic.astype(np.float32),
-                          'galaxies': {'x': gal_x, 'y': gal_y}}}
+                          'galaxies': galaxies}}
