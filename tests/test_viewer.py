@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -571,18 +572,22 @@ def _pipe_holders(proc):
     return holders
 
 
-def _proc_state(pid):
+def _status_lines(pid, fields):
+    """The lines of ``/proc/<pid>/status`` that start with ``fields``
+    (empty if the process is gone)."""
     try:
         with open(f'/proc/{pid}/status') as f:
-            return ' '.join(line.strip() for line in f
-                            if line.startswith(('State', 'Threads')))
+            return [line.strip() for line in f if line.startswith(fields)]
     except OSError:
-        return 'gone'
+        return []
+
+
+def _proc_state(pid):
+    return ' '.join(_status_lines(pid, ('State', 'Threads'))) or 'gone'
 
 
 def _sigint_state():
     """This process's SIGINT handler and whether SIGINT is blocked."""
-    import signal
     handler = signal.getsignal(signal.SIGINT)
     blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     return f'SIGINT handler {handler!r}, blocked {blocked}'
@@ -590,22 +595,17 @@ def _sigint_state():
 
 def _diagnose_hang(proc, parent_state=''):
     """
-    For the open viewer defect: report at the end of the run what the child
-    and anything holding its pipes are doing, then end them (SIGABRT
+    If the viewer does not exit after Ctrl-C (the defect this test found,
+    now fixed): report at the end of the run what the child and anything
+    holding its pipes are doing, then end them (SIGABRT
     first, whose faulthandler dump shows the Python stacks, then
     SIGKILL). A pipe held by another process keeps ``communicate``
     waiting after the child itself has exited.
     """
-    import signal
     lines = [f'child {proc.pid}: poll() = {proc.poll()}, '
              f'{_proc_state(proc.pid)}',
              f'test process when it started the child: {parent_state}']
-    try:
-        with open(f'/proc/{proc.pid}/status') as f:
-            lines += [line.strip() for line in f
-                      if line.startswith(('SigBlk', 'SigIgn', 'SigCgt'))]
-    except OSError:
-        pass
+    lines += _status_lines(proc.pid, ('SigBlk', 'SigIgn', 'SigCgt'))
     if sys.platform.startswith('linux'):
         for pid in _pipe_holders(proc):
             try:
@@ -632,7 +632,6 @@ def _diagnose_hang(proc, parent_state=''):
 
 def _default_sigint():
     """In the child before exec: Ctrl-C as from a terminal."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -643,7 +642,6 @@ def test_module_entry_point_serves_and_stops(sim_fits, tmp_path):
     # .ci/run may be) ignores SIGINT, the child would inherit that, and
     # Python then never raises KeyboardInterrupt (the defect that was
     # open here; the diagnostics below found it).
-    import signal
     out = tmp_path / 'cat.ecsv'
     # faulthandler: on a hang, SIGABRT makes the child print every
     # thread's stack (reported at the end of the run, see _diagnose_hang).
