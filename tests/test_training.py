@@ -330,3 +330,22 @@ def test_mesh_sky_option_follows_gradients():
     assert np.all(np.array(spread[True]) < np.array(spread[False]) + 0.1)
     args = build_parser().parse_args(['--mesh-sky'])
     assert _training_command(args).endswith('--mesh-sky')
+
+
+@pytest.mark.parametrize('workers', [2, 3])
+def test_patch_stream_same_batches_for_any_number_of_workers(workers):
+    # --workers only changes which process simulates a batch, never the
+    # batches or their order, so a GPU run reproduces a CPU run's data.
+    from cnnfind.training.loop import PatchStream
+    from cnnfind.training.starfinder import _Example
+
+    maker = _Example(32, None, use_real=False)
+    stream = PatchStream(maker, 2, seed=5, setup=maker.setup)
+    serial = iter(stream)
+    loader = iter(torch.utils.data.DataLoader(stream, batch_size=None,
+                                              num_workers=workers))
+    for _ in range(2 * workers + 1):
+        a, b = next(serial), next(loader)
+        assert len(a) == len(b)
+        for ta, tb in zip(a, b, strict=True):
+            assert torch.equal(ta, tb)

@@ -27,7 +27,10 @@ class PatchStream(torch.utils.data.IterableDataset):
     An endless, reproducible stream of batches from ``make_example``.
 
     Batch ``k`` is generated from ``numpy.random.default_rng((seed, k))``
-    so the stream is the same whatever process produces it.
+    so the stream is the same whatever process produces it. In a
+    `torch.utils.data.DataLoader` with ``num_workers=n``, worker ``w``
+    makes batches ``w, w + n, w + 2n, ...``; the loader takes the workers
+    in turn, so it yields batches ``0, 1, 2, ...`` in order for any ``n``.
     """
 
     def __init__(self, make_example, batch_size, seed, setup=None):
@@ -39,14 +42,15 @@ class PatchStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         context = self.setup() if self.setup is not None else None
-        k = 0
+        info = torch.utils.data.get_worker_info()
+        k, stride = (0, 1) if info is None else (info.id, info.num_workers)
         while True:
             rng = np.random.default_rng((self.seed, k))
             items = [self.make_example(rng, context)
                      for _ in range(self.batch_size)]
             yield tuple(torch.from_numpy(np.stack(a)) for a in zip(*items,
                                                                   strict=True))
-            k += 1
+            k += stride
 
 
 def masked_bce(logits, target, weight):

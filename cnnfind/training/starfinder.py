@@ -169,6 +169,10 @@ def build_parser():
     p.add_argument('--metric-size', type=int, default=512,
                    help='size of the scenario fields measured for the card')
     p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--workers', type=int, default=1,
+                   help='processes that simulate the training patches '
+                        '(the batches are the same for any number; more '
+                        'keep a GPU busy)')
     add_device_argument(p)
     p.add_argument('--no-progress', action='store_true')
     return p
@@ -228,7 +232,8 @@ def main(argv=None):
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=1, prefetch_factor=4,
+            stream, batch_size=None, num_workers=args.workers,
+            prefetch_factor=4,
             persistent_workers=True)
         backgrounds = maker.setup()
         log(f'real backgrounds: {[b[0] for b in backgrounds]}')
