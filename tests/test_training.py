@@ -169,6 +169,8 @@ def test_tiny_training_run_end_to_end(tmp_path):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
     assert card['halo'] == 64 and card['version'] == '1.1.0'
+    assert card['training']['device'] == ('cuda' if torch.cuda.is_available()
+                                          else 'cpu')
     assert (tmp_path / 'run' / 'best.pt').exists()
     onnx_path = tmp_path / 'models' / 'starfinder.onnx'
     finder = CNNStarFinder(3.0, 3.0, model=onnx_path)
@@ -228,6 +230,16 @@ def test_training_command_records_non_default_options():
     again = build_parser().parse_args(cmd.split()[3:])
     assert list(again.channels) == [24, 48, 64]
     assert again.sky_jitter == 0.1 and again.noise_jitter == 0.15
+    # Batch size, patch, learning rate and the calibration are part of
+    # the recipe too (a GPU run with a larger batch must say so).
+    cmd = _training_command(build_parser().parse_args(
+        ['--batch-size', '32', '--lr', '0.001', '--calib-fields', '8',
+         '--no-real', '--workers', '6', '--device', 'cpu']))
+    assert cmd.endswith('--batch-size 32 --lr 0.001 --calib-fields 8 '
+                        '--no-real')
+    again = build_parser().parse_args(cmd.split()[3:])
+    assert (again.batch_size, again.lr, again.calib_fields) == (32, 0.001, 8)
+    assert again.no_real and again.patch == 128
 
 
 def test_patch_jitter_options():

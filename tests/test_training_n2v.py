@@ -115,6 +115,7 @@ def test_tiny_training_exports_and_reloads(tmp_path):
                 'blind_spot_grid', 'onnx_parity_max_abs_diff'):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
+    assert card['training']['device'] == 'cpu'
     # The runtime reloads it (SHA-256 checked) and it denoises.
     load_model(str(out), 'n2v')
     again = N2VDenoiser(str(out), device='cpu')

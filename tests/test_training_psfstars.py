@@ -72,6 +72,7 @@ def test_main_writes_usable_model(tmp_path):
     assert card['training_command'].startswith(
         'python -m cnnfind.training.psfstars --out cnnfind/models')
     assert card['onnx_parity_max_abs_diff'] < 1e-4
+    assert card['training']['device'] in ('cpu', 'cuda')
     assert 0.0 <= card['default_min_score'] <= 1.0
     # The runtime accepts the new model and its card.
     sel = PSFStarSelector(fwhm=3.0, model=card_path.with_suffix('.onnx'))

@@ -396,6 +396,7 @@ def _card(args, history, calibration, n_params, counts):
                      'temperature': calibration[0],
                      'logit_offsets': calibration[1],
                      'parameters': n_params,
+                     'device': training_device(args.device).type,
                      'history [epoch, loss, val balanced acc]': history},
     }
 

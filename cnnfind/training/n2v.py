@@ -41,7 +41,7 @@ from cnnfind.denoise._prepare import (
     to_net_space,
 )
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
-from cnnfind.training._device import add_device_argument
+from cnnfind.training._device import add_device_argument, training_device
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import train
 from cnnfind.training.n2v_net import N2VNet
@@ -263,7 +263,8 @@ def _base_card(args, history, parity, rf, training_data, command):
         'training': {'steps': args.steps, 'batch_size': args.batch_size,
                      'patch': args.patch, 'lr': args.lr, 'seed': args.seed,
                      'history': history, 'torch': torch.__version__,
-                     'python': platform.python_version()},
+                     'python': platform.python_version(),
+                     'device': training_device(args.device).type},
         'onnx_parity_max_abs_diff': parity,
         'created': time.strftime('%Y-%m-%d'),
     }

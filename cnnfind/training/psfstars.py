@@ -548,6 +548,7 @@ def main(argv=None):
                      'n_train_good': int(train['label'].sum()),
                      'loss_history': history, 'torch': torch.__version__,
                      'python': platform.python_version(),
+                     'device': training_device(args.device).type,
                      'wall_time_s': round(time.time() - t_start, 1),
                      'threads': args.threads},
         'onnx_parity_max_abs_diff': parity,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cnnfind.detection._input import MAX_KERNEL_RADIUS
-from cnnfind.training._device import add_device_argument
+from cnnfind.training._device import add_device_argument, training_device
 from cnnfind.training.data import (
     ASINH_SCALE,
     FWHM_REF,
@@ -183,16 +183,22 @@ def _training_command(args):
     defaults = build_parser().parse_args([])
     cmd = ['python -m cnnfind.training.starfinder --out cnnfind/models',
            f'--steps {args.steps}', f'--seed {args.seed}']
-    for name, flag in (('input_channels', '--input-channels'),
+    for name, flag in (('batch_size', '--batch-size'),
+                       ('patch', '--patch'), ('lr', '--lr'),
+                       ('input_channels', '--input-channels'),
                        ('channels', '--channels'),
                        ('sky_jitter', '--sky-jitter'),
                        ('noise_jitter', '--noise-jitter'),
-                       ('unlisted_snr', '--unlisted-snr')):
+                       ('unlisted_snr', '--unlisted-snr'),
+                       ('calib_fields', '--calib-fields'),
+                       ('init', '--init')):
         value = getattr(args, name)
         if list(np.atleast_1d(value)) != list(np.atleast_1d(
                 getattr(defaults, name))):
             cmd.append(f'{flag} ' + ' '.join(str(v) for v in
                                              np.atleast_1d(value)))
+    if args.no_real:
+        cmd.append('--no-real')
     if args.no_sharp_artefacts:
         cmd.append('--no-sharp-artefacts')
     if args.mesh_sky:
@@ -294,6 +300,10 @@ def main(argv=None):
                      'unlisted_snr': args.unlisted_snr,
                      'sharp_artefacts': not args.no_sharp_artefacts,
                      'history': history, 'torch': torch.__version__,
+                     # a GPU run takes another numerical path (mixed
+                     # precision): say where the weights were trained
+                     'device': (None if args.skip_training
+                                else training_device(args.device).type),
                      'python': platform.python_version()},
         'onnx_parity_max_abs_diff': parity,
         'created': time.strftime('%Y-%m-%d'),
