@@ -13,7 +13,8 @@ true sky noise; otherwise skipped with a message) and N2VDenoiser:
   truth's 99.5th percentile minus its minimum, so that it looks at the
   sky and faint sources rather than at the brightest peak);
 * aperture-flux ratio (radius 2 FWHM, true sky subtracted) against the
-  truth, median and scatter per SNR bin;
+  truth, and after/before denoising (the denoised image's flux over the
+  raw image's, same star and aperture), median and scatter per SNR bin;
 * Nyquist (checkerboard) power ratio of the error image;
 * detection depth: with DAOStarFinder and CNNStarFinder on raw and
   denoised star fields, the lowest score cut whose purity (over all
@@ -392,20 +393,27 @@ def simulated(args, den, own=None):
                         depth_rows.append({
                             'seed': seed, 'image': name, 'finder': finder,
                             'faint_3_10': faint, 'all_snr_ge_3': total})
+        before = np.concatenate([p[0] for p in fluxes['raw']])
         for name, parts in fluxes.items():
             fl, ft, snr = (np.concatenate(a) for a in zip(*parts,
                                                           strict=True))
-            tab = flux_ratio_per_bin(fl, ft, snr,
-                                     bins=(3, 10, 30, 100, 1e9))
-            for row in tab:
-                flux_rows.append({'field': kind, 'method': name,
-                                  'snr': f'{row["snr_min"]:g}-'
-                                         f'{row["snr_max"]:g}'
-                                  .replace('-1e+09', '+'),
-                                  'n': int(row['n']),
-                                  'median_ratio': row['median_ratio'],
-                                  'err': row['median_ratio_err'],
-                                  'scatter': row['scatter']})
+            # Against the truth, and (the "before/after") against
+            # the raw image's flux of the same star in the same aperture.
+            for against, ref in (('truth', ft), ('raw', before)):
+                if against == 'raw' and name == 'raw':
+                    continue
+                tab = flux_ratio_per_bin(fl, ref, snr,
+                                         bins=(3, 10, 30, 100, 1e9))
+                for row in tab:
+                    flux_rows.append({'field': kind, 'method': name,
+                                      'against': against,
+                                      'snr': f'{row["snr_min"]:g}-'
+                                             f'{row["snr_max"]:g}'
+                                      .replace('-1e+09', '+'),
+                                      'n': int(row['n']),
+                                      'median_ratio': row['median_ratio'],
+                                      'err': row['median_ratio_err'],
+                                      'scatter': row['scatter']})
     return Table(rows=rows), Table(rows=flux_rows), (
         Table(rows=depth_rows) if depth_rows else None)
 
@@ -529,7 +537,10 @@ def main(argv=None):
     agg['gain_db'] = [r['psnr'] - raw[r['field']] for r in agg]
     _fmt(agg).pprint_all()
     print('\nAperture flux / true flux (radius 2 FWHM), per SNR bin:')
-    _fmt(flux).pprint_all()
+    _fmt(flux[flux['against'] == 'truth']).pprint_all()
+    print('\nAperture flux after / before denoising (denoised over raw, '
+          'same stars and apertures), per SNR bin:')
+    _fmt(flux[flux['against'] == 'raw']).pprint_all()
     if depth is not None:
         print('\nCompleteness at purity >= 0.9 (all SNR >= 3 stars), '
               'star fields: faint 3 <= SNR < 10 and all:')

@@ -344,6 +344,13 @@ def test_mesh_sky_option_follows_gradients():
     assert _training_command(args).endswith('--mesh-sky')
 
 
+def test_workers_must_be_positive(capsys):
+    from cnnfind.training.starfinder import main
+    with pytest.raises(SystemExit):
+        main(['--workers', '0'])
+    assert '--workers must be at least 1' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('workers', [2, 3])
 def test_patch_stream_same_batches_for_any_number_of_workers(workers):
     # --workers only changes which process simulates a batch, never the

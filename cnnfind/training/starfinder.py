@@ -210,7 +210,10 @@ def _training_command(args):
 
 def main(argv=None):
     """Run the whole pipeline; returns the path of the model card."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error('--workers must be at least 1')
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
