@@ -351,6 +351,19 @@ def test_workers_must_be_positive(capsys):
     assert '--workers must be at least 1' in capsys.readouterr().err
 
 
+def test_default_workers_follow_the_device(monkeypatch):
+    from cnnfind.training import starfinder
+    assert starfinder._n_workers(None, 'cpu') == 1
+    assert starfinder._n_workers(3, 'cpu') == 3
+    # As if torch saw a GPU: one process per spare core, at most 8.
+    monkeypatch.setattr(starfinder, 'training_device',
+                        lambda device: torch.device('cuda'))
+    for cores, expected in ((16, 8), (4, 3), (1, 1), (None, 1)):
+        monkeypatch.setattr(starfinder.os, 'cpu_count', lambda c=cores: c)
+        assert starfinder._n_workers(None, 'auto') == expected
+    assert starfinder._n_workers(2, 'auto') == 2
+
+
 @pytest.mark.parametrize('workers', [2, 3])
 def test_patch_stream_same_batches_for_any_number_of_workers(workers):
     # --workers only changes which process simulates a batch, never the

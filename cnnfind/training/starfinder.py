@@ -11,6 +11,7 @@ The shipped model ``cnnfind/models/starfinder.onnx`` (and its card
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -169,10 +170,11 @@ def build_parser():
     p.add_argument('--metric-size', type=int, default=512,
                    help='size of the scenario fields measured for the card')
     p.add_argument('--threads', type=int, default=None)
-    p.add_argument('--workers', type=int, default=1,
+    p.add_argument('--workers', type=int, default=None,
                    help='processes that simulate the training patches '
-                        '(the batches are the same for any number; more '
-                        'keep a GPU busy)')
+                        '(the batches are the same for any number; '
+                        'default: 1 on the CPU, up to 8 on a GPU, which '
+                        'one process cannot keep busy)')
     add_device_argument(p)
     p.add_argument('--no-progress', action='store_true')
     return p
@@ -208,11 +210,23 @@ def _training_command(args):
     return ' '.join(cmd)
 
 
+def _n_workers(workers, device):
+    """
+    Patch-simulating processes: as asked, else 1 on the CPU (the network
+    needs the other cores) and, on a GPU, one per spare core up to 8.
+    """
+    if workers is not None:
+        return workers
+    if training_device(device).type == 'cpu':
+        return 1
+    return int(np.clip((os.cpu_count() or 2) - 1, 1, 8))
+
+
 def main(argv=None):
     """Run the whole pipeline; returns the path of the model card."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         parser.error('--workers must be at least 1')
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,7 +255,8 @@ def main(argv=None):
         stream = PatchStream(maker, args.batch_size, args.seed,
                              setup=maker.setup)
         loader = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=args.workers,
+            stream, batch_size=None,
+            num_workers=_n_workers(args.workers, args.device),
             prefetch_factor=4,
             persistent_workers=True)
         backgrounds = maker.setup()
