@@ -16,8 +16,10 @@ from cnnfind.training.morph_data import (  # noqa: E402
 )
 from cnnfind.training.morphology import (  # noqa: E402
     INPUT_SIZE,
+    LR,
     MorphNet,
     _augment,
+    _card,
     _ema_update,
     export_model,
     train,
@@ -132,3 +134,15 @@ def test_morphnet_is_small_and_fully_pooled():
     assert n < 400_000
     out = net(torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE))
     assert out.shape == (2, 3)
+
+
+def test_card_records_device_and_non_default_learning_rate():
+    from types import SimpleNamespace
+    args = SimpleNamespace(input_size=INPUT_SIZE, epochs=3, ema_decay=0.995,
+                           seed=1, lr=LR, device='cpu')
+    card = _card(args, [], (1.0, [0.0, 0.0, 0.0]), 10, [1, 2, 3])
+    assert card['training']['device'] == 'cpu'
+    assert card['training_command'].endswith('--ema-decay 0.995 --seed 1')
+    args.lr = 1e-3
+    card = _card(args, [], (1.0, [0.0, 0.0, 0.0]), 10, [1, 2, 3])
+    assert card['training_command'].endswith('--seed 1 --lr 0.001')

@@ -46,6 +46,8 @@ __all__ = ['MorphNet', 'build_cache', 'train', 'export_model',
            'evaluate_onnx', 'main']
 
 INPUT_SIZE = 64
+#: Peak learning rate of the bundled recipe.
+LR = 2e-3
 CROP = 0.5
 #: Fraction of the galaxy (and colour no-galaxy) training images shown
 #: in grey, so that single-band data are in the training distribution;
@@ -251,7 +253,7 @@ def _ema_update(ema, net, decay):
                 ema[key].copy_(value)
 
 
-def train(images, labels, grey, split, *, epochs=30, batch_size=64, lr=2e-3,
+def train(images, labels, grey, split, *, epochs=30, batch_size=64, lr=LR,
           seed=0, input_size=INPUT_SIZE, ema_decay=0.995, device='cpu',
           log=print):
     """
@@ -378,7 +380,8 @@ def _card(args, history, calibration, n_params, counts):
         'training_command': (
             'python -m cnnfind.training.morphology --out cnnfind/models '
             f'--epochs {args.epochs} --input-size {args.input_size} '
-            f'--ema-decay {args.ema_decay} --seed {args.seed}'),
+            f'--ema-decay {args.ema_decay} --seed {args.seed}'
+            + (f' --lr {args.lr}' if args.lr != LR else '')),
         'training_data': (
             'Galaxy Zoo 1 SDSS colour cutouts of ../shared/data/gz1 '
             '(class 0 elliptical, 1-3 spiral; 4 and 5 dropped), split by '
@@ -445,7 +448,7 @@ def main(argv=None):
                         help='folder for galaxymorph.onnx and its card')
     parser.add_argument('--workdir', default='runs/morphology')
     parser.add_argument('--epochs', type=int, default=30)
-    parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument('--lr', type=float, default=LR)
     parser.add_argument('--input-size', type=int, default=INPUT_SIZE,
                         help='side of the network input in pixels')
     parser.add_argument('--ema-decay', type=float, default=0.995,
