@@ -116,6 +116,9 @@ def test_tiny_training_exports_and_reloads(tmp_path):
         assert key in card
     assert card['onnx_parity_max_abs_diff'] < 1e-4
     assert card['training']['device'] == 'cpu'
+    # The recorded command names the non-default batch and patch sizes.
+    assert card['training_command'].endswith(
+        '--steps 40 --seed 0 --batch-size 8 --patch 32')
     # The runtime reloads it (SHA-256 checked) and it denoises.
     load_model(str(out), 'n2v')
     again = N2VDenoiser(str(out), device='cpu')

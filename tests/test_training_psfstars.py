@@ -69,8 +69,9 @@ def test_main_writes_usable_model(tmp_path):
     card = json.loads(card_path.read_text())
     assert card['name'] == 'psfstars'
     assert card['stamp_size'] == STAMP
-    assert card['training_command'].startswith(
-        'python -m cnnfind.training.psfstars --out cnnfind/models')
+    assert card['training_command'] == (
+        'python -m cnnfind.training.psfstars --out cnnfind/models '
+        '--fields 6 --epochs 1 --size 160 --channels 4,8,8 --no-real')
     assert card['onnx_parity_max_abs_diff'] < 1e-4
     assert card['training']['device'] in ('cpu', 'cuda')
     assert 0.0 <= card['default_min_score'] <= 1.0

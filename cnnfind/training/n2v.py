@@ -41,6 +41,7 @@ from cnnfind.denoise._prepare import (
     to_net_space,
 )
 from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+from cnnfind.training._command import non_default_options
 from cnnfind.training._device import add_device_argument, training_device
 from cnnfind.training.export import check_parity, export_onnx, write_card
 from cnnfind.training.loop import train
@@ -270,6 +271,12 @@ def _base_card(args, history, parity, rf, training_data, command):
     }
 
 
+def _options(args, *extra):
+    """The non-default training options, for the recorded command."""
+    return ''.join(' ' + o for o in non_default_options(
+        args, build_parser(), ('batch_size', 'patch', 'lr') + extra))
+
+
 def _fit(frames, p_frames, args, workdir, log):
     """Train an `N2VNet` on ``frames``; returns (model, history)."""
     torch.manual_seed(args.seed)
@@ -452,7 +459,8 @@ def _run(args, arrays, log):
             'Held out for evaluation: astropy-data/photometry_M6707HH.fits '
             '(M67) and sep/image.fits.')
         command = ('python -m cnnfind.training.n2v --generic --out '
-                   f'cnnfind/models --steps {args.steps} --seed {args.seed}')
+                   f'cnnfind/models --steps {args.steps} --seed {args.seed}'
+                   + _options(args, 'n_sim'))
     else:
         if not arrays and not args.images:
             msg = 'give FITS images to train on, or --generic'
@@ -472,7 +480,7 @@ def _run(args, arrays, log):
                          f'({len(frames)} images), self-supervised')
         command = ('python -m cnnfind.training.n2v ' + ' '.join(
             str(p) for p in args.images) + f' --out {onnx_path} --steps '
-            f'{args.steps} --seed {args.seed}')
+            f'{args.steps} --seed {args.seed}' + _options(args, 'saturation'))
 
     t0 = time.time()
     model, history = _fit(frames, p_frames, args, workdir, log)

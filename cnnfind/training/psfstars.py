@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnfind.training._command import non_default_options
 from cnnfind.training._device import (
     add_device_argument,
     autocast,
@@ -482,13 +483,10 @@ def main(argv=None):
     parity = check_parity(model, onnx_path, (torch.randn(64, 3, 25, 25),
                                              torch.randn(64, 4)))
     log(f'ONNX parity max |diff| = {parity:.2e}')
-    cmd = 'python -m cnnfind.training.psfstars --out cnnfind/models'
-    defaults = build_parser().parse_args([])
-    for name in ('fields', 'epochs', 'seed'):
-        if getattr(args, name) != getattr(defaults, name):
-            cmd += f' --{name} {getattr(args, name)}'
-    if args.no_real:
-        cmd += ' --no-real'
+    cmd = ' '.join(['python -m cnnfind.training.psfstars --out cnnfind/models']
+                   + non_default_options(args, build_parser(), (
+                       'fields', 'epochs', 'seed', 'size', 'batch_size',
+                       'lr', 'val_fraction', 'channels', 'no_real')))
     card = {
         'name': MODEL_NAME,
         'version': MODEL_VERSION,

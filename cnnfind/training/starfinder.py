@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cnnfind.detection._input import MAX_KERNEL_RADIUS
+from cnnfind.training._command import non_default_options
 from cnnfind.training._device import add_device_argument, training_device
 from cnnfind.training.data import (
     ASINH_SCALE,
@@ -182,31 +183,12 @@ def build_parser():
 
 def _training_command(args):
     """The command line that reproduces this run (non-default options)."""
-    defaults = build_parser().parse_args([])
     cmd = ['python -m cnnfind.training.starfinder --out cnnfind/models',
            f'--steps {args.steps}', f'--seed {args.seed}']
-    for name, flag in (('batch_size', '--batch-size'),
-                       ('patch', '--patch'), ('lr', '--lr'),
-                       ('input_channels', '--input-channels'),
-                       ('channels', '--channels'),
-                       ('sky_jitter', '--sky-jitter'),
-                       ('noise_jitter', '--noise-jitter'),
-                       ('unlisted_snr', '--unlisted-snr'),
-                       ('calib_fields', '--calib-fields'),
-                       ('init', '--init')):
-        value = getattr(args, name)
-        if list(np.atleast_1d(value)) != list(np.atleast_1d(
-                getattr(defaults, name))):
-            cmd.append(f'{flag} ' + ' '.join(str(v) for v in
-                                             np.atleast_1d(value)))
-    if args.no_real:
-        cmd.append('--no-real')
-    if args.no_sharp_artefacts:
-        cmd.append('--no-sharp-artefacts')
-    if args.mesh_sky:
-        cmd.append('--mesh-sky')
-    if args.vetting_fields != defaults.vetting_fields:
-        cmd.append(f'--vetting-fields {args.vetting_fields}')
+    cmd += non_default_options(args, build_parser(), (
+        'batch_size', 'patch', 'lr', 'input_channels', 'channels',
+        'sky_jitter', 'noise_jitter', 'unlisted_snr', 'calib_fields', 'init',
+        'no_real', 'no_sharp_artefacts', 'mesh_sky', 'vetting_fields'))
     return ' '.join(cmd)
 
 
