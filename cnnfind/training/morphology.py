@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnfind.morphology._prepare import DISPLAY
+from cnnfind.training._command import non_default_options
 from cnnfind.training._device import (
     add_device_argument,
     autocast,
@@ -381,7 +382,8 @@ def _card(args, history, calibration, n_params, counts):
             'python -m cnnfind.training.morphology --out cnnfind/models '
             f'--epochs {args.epochs} --input-size {args.input_size} '
             f'--ema-decay {args.ema_decay} --seed {args.seed}'
-            + (f' --lr {args.lr}' if args.lr != LR else '')),
+            + ''.join(' ' + o for o in non_default_options(
+                args, build_parser(), ('lr',)))),
         'training_data': (
             'Galaxy Zoo 1 SDSS colour cutouts of ../shared/data/gz1 '
             '(class 0 elliptical, 1-3 spiral; 4 and 5 dropped), split by '
@@ -440,7 +442,8 @@ def evaluate_onnx(onnx_path, *, data_dir=None, seed=0, limit=None):
     }
 
 
-def main(argv=None):
+def build_parser():
+    """The command-line parser."""
     parser = argparse.ArgumentParser(
         prog='python -m cnnfind.training.morphology',
         description='Train and export the galaxy-morphology classifier.')
@@ -459,7 +462,11 @@ def main(argv=None):
     parser.add_argument('--limit', type=int, default=None,
                         help='use only this many galaxies (smoke tests)')
     parser.add_argument('--data-dir', default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     t0 = time.time()
