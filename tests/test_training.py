@@ -364,6 +364,8 @@ def test_default_workers_follow_the_device(monkeypatch):
     assert starfinder._n_workers(2, 'auto') == 2
 
 
+# torch warns when the workers outnumber the cores (CI has two).
+@pytest.mark.filterwarnings('ignore:This DataLoader will create:UserWarning')
 @pytest.mark.parametrize('workers', [2, 3])
 def test_patch_stream_same_batches_for_any_number_of_workers(workers):
     # --workers only changes which process simulates a batch, never the
