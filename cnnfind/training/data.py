@@ -300,7 +300,7 @@ def draw_field(rng, size, backgrounds=(), p_real=0.3, *,
 
 def _make_patch_once(rng, size, backgrounds, p_real, snr_pos, snr_ignore,
                      n_channels, *, sky_jitter, noise_jitter,
-                     sharp_artefacts, mesh_sky=False):
+                     sharp_artefacts, mesh_sky):
     """One attempt at `make_patch`; `ValueError` if it cannot be used."""
     field = draw_field(rng, size, backgrounds, p_real,
                        sharp_artefacts=sharp_artefacts)
