@@ -41,12 +41,13 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     times the pixels an unsaturated Gaussian core has that close to its
     peak (``0.8 * fwhm**2``).
     Bleed trails join their star's plateau, so each star gives one
-    detection.
+    detection, centred by `_star_centre` (on the star, not on the middle
+    of its trail).
 
     Returns
     -------
     x, y : 1D arrays
-        Pixel centroids of the plateaus.
+        Pixel positions of the saturated stars.
     region : 2D bool array or `None`
         The plateaus grown by ``max(2, 1.5 * fwhm)`` pixels; `None` when
         nothing is saturated.
@@ -69,11 +70,11 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     ids = np.nonzero(sizes >= min_size)[0]
     if len(ids) == 0:
         return empty
-    x = np.bincount(lab, weights=px, minlength=n)[ids] / sizes[ids]
-    y = np.bincount(lab, weights=py, minlength=n)[ids] / sizes[ids]
     grow = max(2, int(np.ceil(1.5 * fwhm)))
     region = np.zeros(data.shape, bool)
-    for i in ids:
+    x, y = np.zeros(len(ids)), np.zeros(len(ids))
+    for k, i in enumerate(ids):
+        x[k], y[k] = _star_centre(data, valid, sky, px, py, lab == i, fwhm)
         # Grow each plateau inside its box widened by ``grow``: the same
         # as dilating it on the whole image, at the cost of the box.
         cx, cy = px[lab == i], py[lab == i]
@@ -85,3 +86,97 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
         region[y0:y0 + own.shape[0], x0:x0 + own.shape[1]] |= (
             ndimage.binary_dilation(own, np.ones((3, 3)), iterations=grow))
     return x, y, region
+
+
+def _core_centre(cx, cy):
+    """
+    Centre of a saturated star from its plateau pixels ``(cx, cy)``.
+
+    A bleed trail makes the plateau long along the columns (or rows): the
+    star sits where the plateau is wider than its trail. Along that axis
+    the centre is the centroid of each line's excess width over the
+    trail's (the lower quartile of the line widths); across it, the mean
+    of the pixels of those lines. Returns ``(x, y, along_columns)``.
+    """
+    along_columns = np.ptp(cy) >= np.ptp(cx)
+    along, across = (cy, cx) if along_columns else (cx, cy)
+    first = along.min()
+    width = np.bincount(along - first).astype(float)
+    excess = np.clip(width - np.percentile(width[width > 0], 25), 0, None)
+    if excess.sum() == 0:  # as wide as its trail everywhere
+        excess = width
+    c_along = (np.arange(len(width)) * excess).sum() / excess.sum() + first
+    c_across = across[excess[along - first] > 0].mean()
+    if along_columns:
+        return c_across, c_along, True
+    return c_along, c_across, False
+
+
+def _star_centre(data, valid, sky, px, py, own, fwhm, *, n_iter=20):
+    """
+    Position of the saturated star whose plateau pixels are
+    ``(px[own], py[own])``.
+
+    A plateau without a trail (no longer than twice its width plus 3
+    pixels) is centred on its centroid. With one, the start is
+    `_core_centre`; along the trail the position is then
+    refined from the unsaturated wings: the windowed centroid, along the
+    trail, of the sky-subtracted light in the ``2 * fwhm`` columns on
+    each side of the columns the plateaus occupy. Those columns hold no
+    trail, and the window is symmetric about the current position (rows
+    whose mirror image is off the image are left out), so the halo
+    around the star pulls the estimate onto its centre, where the
+    centroid of the whole plateau sits on the middle of the trail.
+    """
+    cx, cy = px[own], py[own]
+    long_side, short_side = sorted([np.ptp(cx), np.ptp(cy)], reverse=True)
+    if long_side <= 2 * short_side + 3:
+        # No trail: a round flat top (or two blended ones), centred on
+        # its centroid.
+        return cx.mean(), cy.mean()
+    x0, y0, along_columns = _core_centre(cx, cy)
+    if along_columns:
+        img, ok, c_along, c_across = data, valid, y0, x0
+        sat_along, sat_across = py, px
+    else:
+        img, ok, c_along, c_across = data.T, valid.T, x0, y0
+        sat_along, sat_across = px, py
+    n_along, n_across = img.shape
+    own_across = cx if along_columns else cy
+    half = int(np.ceil(3 * fwhm + 0.5 * np.sqrt(own.sum() / np.pi)))
+    side = int(np.ceil(2 * fwhm))
+    start = c_along
+    for _ in range(n_iter):
+        r0 = max(int(round(c_along)) - half, 0)
+        r1 = min(int(round(c_along)) + half + 1, n_along)
+        # The columns of this star's plateau within the window, and any
+        # plateau pixels (its trail, another star's) next to them.
+        in_rows = (sat_along >= r0) & (sat_along < r1)
+        lo, hi = own_across.min(), own_across.max()
+        near = sat_across[in_rows & (sat_across >= lo - side - 1)
+                          & (sat_across <= hi + side + 1)]
+        if len(near):
+            lo, hi = min(lo, near.min()), max(hi, near.max())
+        cols = np.r_[lo - 1 - side:lo - 1, hi + 2:hi + 2 + side]
+        cols = cols[(cols >= 0) & (cols < n_across)]
+        rows = np.arange(r0, r1)
+        mirror = np.round(2 * c_along - rows)
+        use = (np.abs(rows - c_along) <= half) & (mirror >= 0) & (
+            mirror < n_along)
+        if len(cols) == 0 or not use.any():
+            return x0, y0
+        block = img[np.ix_(rows[use], cols)] - sky
+        weight = np.where(ok[np.ix_(rows[use], cols)],
+                          np.clip(block, 0, None), 0.0).sum(axis=1)
+        if weight.sum() <= 0:
+            return x0, y0
+        new = (weight * rows[use]).sum() / weight.sum()
+        done = abs(new - c_along) < 0.01
+        c_along = new
+        if done:
+            break
+    if abs(c_along - start) > half:  # ran off: keep the plateau's estimate
+        c_along = start
+    if along_columns:
+        return c_across, c_along
+    return c_along, c_across
