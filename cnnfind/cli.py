@@ -383,16 +383,26 @@ def _package_version():
 def background_level(data, mask=None):
     """
     The background median and noise that ``cnnfind find`` (and the
-    viewer) subtract and scale ``--threshold-sigma`` by: 3-sigma-clipped
-    statistics. `ValueError` when the noise is zero or undefined.
+    viewer) subtract and scale ``--threshold-sigma`` by.
+
+    The median is 3-sigma-clipped; the noise is the pixel noise of
+    `~cnnfind.runtime.robust_sky_noise` (clipped differences of pixels
+    three columns apart), which nebulosity, galaxies and sky gradients
+    do not inflate as they inflate the clipped standard deviation of the
+    pixels. `ValueError` when the noise is zero or undefined.
     """
     import numpy as np
-    from astropy.stats import sigma_clipped_stats
 
-    _, median, std = sigma_clipped_stats(data, sigma=3.0, mask=mask)
+    from cnnfind.runtime import robust_sky_noise, valid_pixel_mask
+
+    valid = valid_pixel_mask(np.asarray(data, float), mask)
+    try:
+        median, std = robust_sky_noise(data, valid)
+    except ValueError:
+        median, std = np.nan, np.nan
     if not np.isfinite(std) or std <= 0:
-        msg = ('the sigma-clipped background noise is zero or undefined; '
-               'is the image constant?')
+        msg = ('the background noise is zero or undefined; is the image '
+               'constant?')
         raise ValueError(msg)
     return float(median), float(std)
 
@@ -1323,8 +1333,8 @@ def _add_detection_options(p):
                    help='FWHM of the stars in pixels (default: %(default)s)')
     p.add_argument('--threshold-sigma', type=_positive_float, default=5.0,
                    metavar='K',
-                   help='detection threshold in units of the sigma-clipped '
-                        'background noise (default: %(default)s)')
+                   help='detection threshold in units of the background '
+                        'pixel noise (default: %(default)s)')
     add_device_option(p)
 
 

@@ -22,6 +22,7 @@ from astropy.table import QTable
 from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind.detection.finder import CNNStarFinder
+from cnnfind.runtime import robust_sky_noise
 from cnnfind.simulation import make_scenario
 from cnnfind.viewer import HOST, ViewerState, make_server
 from cnnfind.viewer._cli import _out_path, add_arguments, build_state, main, run
@@ -160,8 +161,7 @@ def test_heatmap_equals_finder(state):
 
 
 def test_background_and_threshold_as_cnnfind_find(state, sim_fits):
-    from astropy.stats import sigma_clipped_stats
-    _, median, std = sigma_clipped_stats(sim_fits[1]['image'], sigma=3.0)
+    median, std = robust_sky_noise(sim_fits[1]['image'])
     assert state.background == pytest.approx(median)
     assert state.threshold == pytest.approx(3.0 * std)
     np.testing.assert_allclose(state.data, sim_fits[1]['image'] - median)

@@ -232,7 +232,7 @@ def test_find_outputs(mef, tmp_path, fake_finder, capsys):
         assert name in tbl.colnames
     assert tbl.meta['extension'] == 'SCI'
     assert tbl.meta['threshold'] == pytest.approx(6 * tbl.meta['background_std'])
-    # threshold handed to the finder is K times the sigma-clipped noise
+    # threshold handed to the finder is K times the background noise
     assert kwargs['threshold'] == pytest.approx(tbl.meta['threshold'])
     # the masked corner has no detections
     assert not np.any((tbl['x_centroid'] < 45) & (tbl['y_centroid'] < 45))
@@ -326,6 +326,27 @@ def test_nonfinite_pixels_are_masked(tmp_path, fake_finder, m13_data):
     image, mask, _, _ = cli.read_image(str(path))
     assert mask is not None and mask[110, 110] and mask.sum() == 400
     assert cli.main(['find', str(path), '-o', str(tmp_path / 'o')]) == 0
+
+
+def test_background_noise_ignores_nebulosity():
+    """The noise ``--threshold-sigma`` scales is the pixel noise: a smooth
+    nebula that triples the clipped standard deviation of the pixels
+    leaves it within 5 % of the true noise."""
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    nebula = 30.0 * (np.sin(xx / 17.0) * np.cos(yy / 23.0) + 1.0)
+    data = 100.0 + nebula + rng.normal(0.0, 5.0, (256, 256))
+    median, std = cli.background_level(data)
+    assert std == pytest.approx(5.0, rel=0.05)
+    assert sigma_clipped_stats(data, sigma=3.0)[2] > 3 * 5.0
+    assert abs(median - np.median(data)) < 5.0
+    mask = np.zeros(data.shape, bool)
+    mask[:, :128] = True
+    data[:, :128] = 1e6  # masked pixels do not count
+    assert cli.background_level(data, mask)[1] == pytest.approx(5.0,
+                                                                rel=0.05)
 
 
 def test_all_masked_image(tmp_path, fake_finder, capsys):

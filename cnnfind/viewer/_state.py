@@ -57,7 +57,7 @@ class ViewerState:
     An image prepared for the viewer.
 
     The background is removed and the threshold set as ``cnnfind find``
-    does (sigma-clipped median and standard deviation), so the catalogue
+    does (`cnnfind.cli.background_level`), so the catalogue
     written for a ``min_probability`` equals ``cnnfind find
     --threshold-sigma K --min-probability P`` on the same file.
 
