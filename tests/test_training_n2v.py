@@ -14,6 +14,7 @@ from cnnfind.runtime.registry import load_model  # noqa: E402
 from cnnfind.training.export import check_parity, export_onnx  # noqa: E402
 from cnnfind.training.n2v import (  # noqa: E402
     HALO,
+    _options,
     _receptive_field_radius,
     build_parser,
     make_batch,
@@ -124,6 +125,27 @@ def test_tiny_training_exports_and_reloads(tmp_path):
     again = N2VDenoiser(str(out), device='cpu')
     d = again(f['image'])
     assert psnr(d, f['truth']) > psnr(f['image'], f['truth']) + 2.0
+
+
+def test_wider_network_is_recorded_and_runs(tmp_path):
+    """``channels`` builds a wider network; the card and the recorded
+    command say so, and the runtime runs it like the default one."""
+    f = simulate_denoise_field((64, 64), 'stars', seed=9)
+    out = tmp_path / 'wide.onnx'
+    den = train_n2v([f['image']], out, steps=2, patch=32, batch_size=2,
+                    device='cpu', channels=(8, 16, 24))
+    card = json.loads(out.with_suffix('.json').read_text())
+    assert card['training']['channels'] == [8, 16, 24]
+    assert card['training_command'].endswith(
+        '--batch-size 2 --patch 32 --channels 8 16 24')
+    assert den(f['image']).shape == f['image'].shape
+    # The default width is not written into the command.
+    args = build_parser().parse_args(['--generic', '--channels', '24', '32',
+                                      '48'])
+    assert _options(args, 'channels') == ''
+    with pytest.raises(ValueError, match='channels must be positive'):
+        train_n2v([f['image']], tmp_path / 'x.onnx', steps=1, patch=32,
+                  channels=(0, 16, 24))
 
 
 def test_training_input_errors(tmp_path):

@@ -263,6 +263,7 @@ def _base_card(args, history, parity, rf, training_data, command):
         'training_data': training_data,
         'training': {'steps': args.steps, 'batch_size': args.batch_size,
                      'patch': args.patch, 'lr': args.lr, 'seed': args.seed,
+                     'channels': list(args.channels),
                      'history': history, 'torch': torch.__version__,
                      'python': platform.python_version(),
                      'device': training_device(args.device).type},
@@ -280,7 +281,7 @@ def _options(args, *extra):
 def _fit(frames, p_frames, args, workdir, log):
     """Train an `N2VNet` on ``frames``; returns (model, history)."""
     torch.manual_seed(args.seed)
-    model = N2VNet()
+    model = N2VNet(channels=tuple(args.channels))
     if args.skip_training:
         model.load_state_dict(torch.load(workdir / 'best.pt'))
         hist = workdir / 'history.json'
@@ -302,7 +303,8 @@ def _fit(frames, p_frames, args, workdir, log):
 
 def train_n2v(images, out, *, masks=None, saturation=None, steps=1500,
               batch_size=16, patch=64, lr=2e-3, seed=0, workdir=None,
-              threads=1, progress=False, device='auto', log=None):
+              threads=1, progress=False, device='auto', log=None,
+              channels=(24, 32, 48)):
     """
     Train a Noise2Void denoiser on your own noisy frames.
 
@@ -332,6 +334,9 @@ def train_n2v(images, out, *, masks=None, saturation=None, steps=1500,
         Where the training and the returned denoiser run.
     log : callable, optional
         Receives progress messages (default: silent).
+    channels : tuple of 3 int
+        Feature channels at the network's three levels. Wider networks
+        denoise better and train and run slower.
 
     Returns
     -------
@@ -353,7 +358,8 @@ def train_n2v(images, out, *, masks=None, saturation=None, steps=1500,
     argv = ['--out', str(out), '--steps', str(steps), '--batch-size',
             str(batch_size), '--patch', str(patch), '--lr', str(lr),
             '--seed', str(seed), '--threads', str(threads),
-            '--device', str(device)]
+            '--device', str(device), '--channels',
+            *(str(int(c)) for c in channels)]
     if workdir is not None:
         argv += ['--workdir', str(workdir)]
     if not progress:
@@ -395,6 +401,10 @@ def build_parser():
     p.add_argument('--batch-size', type=int, default=16)
     p.add_argument('--patch', type=int, default=64)
     p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--channels', type=int, nargs=3, default=[24, 32, 48],
+                   metavar='C',
+                   help='feature channels at the three levels of the '
+                        'network (default: 24 32 48)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--saturation', type=float, default=None,
                    help='saturation level of the images (default: '
@@ -418,6 +428,9 @@ def _run(args, arrays, log):
         args.steps = 3000 if args.generic else 1500
     if args.patch % N2VNet.stride:
         msg = f'--patch must be a multiple of {N2VNet.stride}'
+        raise ValueError(msg)
+    if min(args.channels) < 1:
+        msg = f'--channels must be positive, not {args.channels}'
         raise ValueError(msg)
     if args.out is None:
         if not args.generic:
@@ -460,7 +473,7 @@ def _run(args, arrays, log):
             '(M67) and sep/image.fits.')
         command = ('python -m cnnfind.training.n2v --generic --out '
                    f'cnnfind/models --steps {args.steps} --seed {args.seed}'
-                   + _options(args, 'n_sim'))
+                   + _options(args, 'channels', 'n_sim'))
     else:
         if not arrays and not args.images:
             msg = 'give FITS images to train on, or --generic'
@@ -480,7 +493,8 @@ def _run(args, arrays, log):
                          f'({len(frames)} images), self-supervised')
         command = ('python -m cnnfind.training.n2v ' + ' '.join(
             str(p) for p in args.images) + f' --out {onnx_path} --steps '
-            f'{args.steps} --seed {args.seed}' + _options(args, 'saturation'))
+            f'{args.steps} --seed {args.seed}'
+            + _options(args, 'channels', 'saturation'))
 
     t0 = time.time()
     model, history = _fit(frames, p_frames, args, workdir, log)
