@@ -523,12 +523,13 @@ def test_denoise_restore_flux(tmp_path, capsys):
         assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o',
                          str(out), '--device', 'cpu'] + extra) == 0
     den, res = fits.getdata(plain), fits.getdata(restored)
-    # The star's flux: the plain denoiser loses some, the restored image
-    # keeps the data's (to a quarter of that loss); the sky is smoother.
+    # The star's flux: the plain denoiser changes it (the bundled 1.1.0
+    # model adds 38 counts here), the restored image keeps the data's (to
+    # a quarter of that change); the sky is smoother.
     box = (slice(34, 48), slice(13, 28))
-    lost = data[box].sum() - den[box].sum()
-    assert lost > 20.0
-    assert abs(data[box].sum() - res[box].sum()) < 0.25 * lost
+    change = abs(data[box].sum() - den[box].sum())
+    assert change > 20.0
+    assert abs(data[box].sum() - res[box].sum()) < 0.25 * change
     assert np.std(res[:20]) < 0.5 * np.std(data[:20])
     assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o',
                      str(tmp_path / 'x.fits'), '--restore-flux', '-1']) == 2

@@ -13,7 +13,8 @@ skip connection and down-samples by blur-pooling.
 The shipped generic model ``cnnfind/models/n2v.onnx`` (and its card
 ``n2v.json``) is produced by::
 
-    python -m cnnfind.training.n2v --generic --out cnnfind/models
+    python -m cnnfind.training.n2v --generic --out cnnfind/models \
+        --steps 9000 --seed 0 --channels 48 64 96 --n-sim 1600
 
 and a model for your own frames by::
 
@@ -50,7 +51,7 @@ from cnnfind.training.n2v_net import N2VNet
 __all__ = ['train_n2v', 'main', 'build_parser']
 
 MODEL_NAME = 'n2v'
-MODEL_VERSION = '1.0.0'
+MODEL_VERSION = '1.1.0'
 
 #: Real frames of ../shared/data/real used to train the generic model.
 #: The M67 plate and the SEP frame are held out for evaluation.
