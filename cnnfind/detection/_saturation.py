@@ -74,10 +74,11 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
     region = np.zeros(data.shape, bool)
     x, y = np.zeros(len(ids)), np.zeros(len(ids))
     for k, i in enumerate(ids):
-        x[k], y[k] = _star_centre(data, valid, sky, px, py, lab == i, fwhm)
+        own = lab == i
+        x[k], y[k] = _star_centre(data, valid, sky, px, py, own, fwhm)
         # Grow each plateau inside its box widened by ``grow``: the same
         # as dilating it on the whole image, at the cost of the box.
-        cx, cy = px[lab == i], py[lab == i]
+        cx, cy = px[own], py[own]
         x0, y0 = max(cx.min() - grow, 0), max(cy.min() - grow, 0)
         x1, y1 = cx.max() + grow + 1, cy.max() + grow + 1
         own = np.zeros((min(y1, data.shape[0]) - y0,
