@@ -395,7 +395,8 @@ def background_level(data, mask=None):
 
     from cnnfind.runtime import robust_sky_noise, valid_pixel_mask
 
-    valid = valid_pixel_mask(np.asarray(data, float), mask)
+    data = np.asarray(data)
+    valid = valid_pixel_mask(data, mask)
     try:
         median, std = robust_sky_noise(data, valid)
     except ValueError:
