@@ -90,8 +90,7 @@ def _resample(a, b):
     return val.reshape(ny, nx), (ok & inside).reshape(ny, nx)
 
 
-def _methods(fwhm, noise):
-    den = N2VDenoiser(device='cpu')
+def _methods(den, fwhm, noise):
     out = {'raw': lambda im: im,
            'gaussian': lambda im: ndimage.gaussian_filter(im, fwhm / 2.3548),
            'n2v': lambda im: np.asarray(den(im), float)}
@@ -108,6 +107,7 @@ def main():
     if not os.path.isdir(CASES):
         print(f'{CASES} not found: nothing to do')
         return
+    den = N2VDenoiser(device='cpu')
     rows = []
     for case in sorted(os.listdir(CASES)):
         paths = sorted(glob.glob(os.path.join(CASES, case, 'images', '**',
@@ -131,7 +131,8 @@ def main():
                 scale = float(np.median(y[both] / x[both]))
                 y = y / scale
                 res = {}
-                for name, fn in _methods(a['fwhm'], noise).items():
+                for name, fn in _methods(den, a['fwhm'],
+                                          noise).items():
                     with warnings.catch_warnings():
                         warnings.simplefilter('ignore')
                         est = fn(a['data'].astype(np.float32)) - a['sky']

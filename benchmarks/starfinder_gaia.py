@@ -29,6 +29,7 @@ An experiment behind the benchmarks page, not part of the package.
 """
 
 import argparse
+import functools
 import glob
 import os
 import sys
@@ -75,7 +76,9 @@ def _frames():
             yield case, path, dq if os.path.exists(dq) else None
 
 
+@functools.lru_cache
 def _gaia(case):
+    """The Gaia tables of one test case (read once, shared by its frames)."""
     tables = [fits.getdata(f, 1) for f in sorted(
         glob.glob(os.path.join(CASES, case, 'gaia', '*.fits')))]
     return np.concatenate(tables)
