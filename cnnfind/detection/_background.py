@@ -264,6 +264,9 @@ class _LocalBackground:
         mesh = mesh_background(data, valid, self._box)
         self._mesh = None if np.isnan(mesh).all() else mesh
         self._noise_ratio = None
+        #: How much noise correlation raises a PSF amplitude's error over
+        #: the white-noise one (set by the finder; see `_correlation`).
+        self.correlation = 1.0
 
     def mesh(self, x, y):
         """The mesh background at ``x, y``."""

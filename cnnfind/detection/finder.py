@@ -16,6 +16,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from cnnfind._validation import _positive_int_or_none
 from cnnfind._wcs import _add_sky_centroid
 from cnnfind.detection._background import _LocalBackground
+from cnnfind.detection._correlation import correlation_factor, roughness
 from cnnfind.detection._input import _network_input
 from cnnfind.detection._kernel import _DAOKernel
 from cnnfind.detection._measure import (
@@ -99,6 +100,21 @@ def _merge_range(lower, upper, new, old_prefix, new_name):
     base = new if new is not None else (-np.inf, np.inf)
     return (base[0] if lower is _UNSET else lower,
             base[1] if upper is _UNSET else upper)
+
+
+def _check_correlation(value):
+    """``'auto'``, `None` or a finite number >= 1."""
+    if value is None or (isinstance(value, str) and value == 'auto'):
+        return value
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        factor = np.nan
+    if not (np.isfinite(factor) and factor >= 1.0):
+        msg = ("noise_correlation must be 'auto', None or a number >= 1, "
+               f'not {value!r}')
+        raise ValueError(msg)
+    return factor
 
 
 def _check_range(value, name):
@@ -214,6 +230,8 @@ class CNNStarFinder(StarFinderBase):
         Where the noise varies over the image, a scalar threshold
         follows it (times the local noise over its median), so that
         ``5 * std`` means 5 local sigma; a 2D threshold is used as given.
+        Where the noise is correlated between pixels the standard error
+        includes it (see ``noise_correlation``).
     fwhm : float
         FWHM of the PSF major axis in pixels. It sizes the centroid fit
         and the DAOFIND columns and tells the network the scale of a
@@ -242,6 +260,16 @@ class CNNStarFinder(StarFinderBase):
         If `True` (default) ``threshold`` is multiplied by the fitted
         amplitude's relative standard error, making it a significance
         cut; if `False` it is a cut on the amplitude itself.
+    noise_correlation : 'auto', float or `None`, optional
+        How much noise correlated between neighbouring pixels (resampled,
+        co-added or drizzled images, scanned photographic plates) raises
+        the amplitude's standard error over the white-noise one, which
+        is what ``threshold`` is compared with when ``scale_threshold``
+        is `True`. ``'auto'`` (default) measures it from the data (1 for
+        white noise; about 2 for a bilinearly resampled image or a DSS
+        plate at FWHM 3 px) and records it as ``noise_correlation`` in
+        the table's ``meta``; a number (at least 1) gives it; `None`
+        assumes white noise, as `DAOStarFinder` does.
     sharpness_range, roundness_range : tuple or `None`, optional
         Optional DAOFIND shape cuts. The default `None` applies none:
         the network makes the star/artefact decision, and shape cuts
@@ -298,7 +326,7 @@ class CNNStarFinder(StarFinderBase):
                  sharpness_range=None, roundness_range=None,
                  min_probability=None, vetting=False, model=None,
                  device='auto', progress=False, tile_size=1024,
-                 n_threads=None):
+                 n_threads=None, noise_correlation='auto'):
         if not np.isscalar(fwhm):
             msg = 'fwhm must be a scalar value'
             raise TypeError(msg)
@@ -334,6 +362,7 @@ class CNNStarFinder(StarFinderBase):
             raise ValueError(msg)
         self.min_separation = min_separation
         self.scale_threshold = bool(scale_threshold)
+        self.noise_correlation = _check_correlation(noise_correlation)
         self.model = load_model(model, 'starfinder',
                                 required_keys=_CARD_KEYS)
         card = self.model.card
@@ -370,7 +399,8 @@ class CNNStarFinder(StarFinderBase):
         params = ('threshold', 'fwhm', 'ratio', 'theta', 'sigma_radius',
                   'sharpness_range', 'roundness_range', 'exclude_border',
                   'n_brightest', 'peak_max', 'min_separation',
-                  'scale_threshold', 'min_probability', 'device')
+                  'scale_threshold', 'noise_correlation', 'min_probability',
+                  'device')
         return params
 
     def __repr__(self):
@@ -537,7 +567,8 @@ class CNNStarFinder(StarFinderBase):
         ``background`` (a `_LocalBackground`), a scalar significance
         threshold follows the local noise: ``5 * std`` asks for 5 local
         sigma where the noise varies over the image (sky gradients,
-        nebulosity). A 2D threshold is taken as given.
+        nebulosity). A 2D threshold is taken as given. A significance
+        threshold includes the background's ``correlation`` factor.
         """
         thr = threshold
         if np.ndim(thr) == 2:
@@ -545,7 +576,19 @@ class CNNStarFinder(StarFinderBase):
             thr = np.asarray(thr)[yi, xi]
         elif background is not None and self.scale_threshold:
             thr = thr * background.noise_ratio(x, y)
-        return thr * rel if self.scale_threshold else thr * np.ones_like(rel)
+        if not self.scale_threshold:
+            return thr * np.ones_like(rel)
+        factor = 1.0 if background is None else background.correlation
+        return thr * rel * factor
+
+    def _correlation(self, data, valid, abc):
+        """The ``noise_correlation`` factor for this image."""
+        if self.noise_correlation is None:
+            return 1.0
+        if self.noise_correlation == 'auto':
+            return correlation_factor(roughness(data, valid), abc,
+                                      self._fit_radius)
+        return self.noise_correlation
 
     def _sources(self, data, valid, sky, noise, threshold=None):
         """
@@ -563,6 +606,9 @@ class CNNStarFinder(StarFinderBase):
         """
         background = _LocalBackground(data, valid, sky, noise, self.fwhm)
         logits = self._logits(data, valid, background, noise)
+        abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
+                              self.theta)
+        background.correlation = self._correlation(data, valid, abc)
 
         if self.xycoords is None:
             px, py, raw = self._peaks(logits)
@@ -592,8 +638,6 @@ class CNNStarFinder(StarFinderBase):
         del logits
         if len(x0) == 0 and len(sat_x) == 0:
             return None
-        abc = _ellipse_coeffs((self.kernel.x_sigma, self.kernel.y_sigma),
-                              self.theta)
         # Saturated pixels carry no shape information: fit the wings.
         fit_valid = valid if sat_region is None else valid & ~sat_region
         if threshold is not None and self.xycoords is None:
@@ -743,7 +787,9 @@ class CNNStarFinder(StarFinderBase):
             return _none_found()
         if self.n_brightest is not None:
             cat = cat.select(np.argsort(-cat.flux_value)[:self.n_brightest])
-        return _add_sky_centroid(cat.to_table(), original)
+        table = cat.to_table()
+        table.meta['noise_correlation'] = float(src['background'].correlation)
+        return _add_sky_centroid(table, original)
 
     @staticmethod
     def _subpixel(heat, px, py):
