@@ -78,6 +78,104 @@ def test_colour_uint8_and_display_float_agree(clf):
         np.testing.assert_allclose(a[c], b[c], atol=1e-5)
 
 
+# --- integer data: display values or counts --------------------------------
+
+def _counts_cutouts():
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:128, :128] - 63.5
+    disc = 3000 * np.exp(-np.hypot(xx, yy / 0.3) / 8)
+    blob = 5000 * np.exp(-np.hypot(xx, yy / 0.8) / 6)
+    cut = 1000 + rng.normal(0, 10, (3, 128, 128)) + [disc, blob, 0 * blob]
+    return np.round(cut)
+
+
+def _assert_same_table(a, b):
+    assert list(a['label']) == list(b['label'])
+    for c in PROB_COLS:
+        np.testing.assert_allclose(a[c], b[c], atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [np.int16, np.int32, np.int64, np.uint16])
+def test_integer_count_cutouts_are_linear(clf, dtype):
+    # Integer counts (FITS BITPIX 16/32, unsigned raw frames) are
+    # asinh-stretched like float data, not divided by the dtype's maximum
+    # (which made them black and every cutout 'no_galaxy').
+    cut = _counts_cutouts()
+    ref = clf(cut)
+    assert list(ref['label'][:2]) != ['no_galaxy', 'no_galaxy']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        tbl = clf(cut.astype(dtype))
+    _assert_same_table(tbl, ref)
+
+
+def test_uint16_display_values_are_display(clf):
+    # 16-bit PNG-like display values (a uint8 image times 257) are still
+    # display values, as uint8 ones are.
+    rng = np.random.default_rng(2)
+    disp = np.clip(display_stretch(_blob((90, 90), 44.5, 44.5, 500, 5.0)
+                                   / 5.0 + rng.normal(0, 1, (2, 90, 90))),
+                   0, 1)
+    rgb8 = np.rint(np.repeat(disp[..., None], 3, -1) * 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        a = clf(rgb8)
+        b = clf(rgb8.astype(np.uint16) * 257)
+    ref = GalaxyMorphClassifier(stretch='none', device='cpu')(rgb8 / 255.0)
+    _assert_same_table(a, ref)
+    _assert_same_table(b, ref)
+
+
+def test_ambiguous_integers_warn(clf):
+    cut = _counts_cutouts()
+    # Signed integers within 0-255: 8-bit display values or low counts.
+    low = np.clip(cut - 900, 0, 255).astype(np.int32)
+    with pytest.warns(CNNFindWarning, match="signed integers within 0-255.*"
+                      "linear data.*stretch='none'"):
+        tbl = clf(low)
+    _assert_same_table(tbl, GalaxyMorphClassifier(
+        stretch='asinh', device='cpu')(low))
+    # uint16 with a sky noise between a quarter and half a grey level of
+    # an 8-bit display (~100 ADU).
+    mid = np.round(cut * 10).astype(np.uint16)
+    with pytest.warns(CNNFindWarning, match='uint16 integers whose sky noise'
+                      ".*linear data.*stretch='asinh'"):
+        tbl = clf(mid)
+    _assert_same_table(tbl, GalaxyMorphClassifier(
+        stretch='asinh', device='cpu')(mid))
+    # An explicit stretch is silent.
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        GalaxyMorphClassifier(stretch='none', device='cpu')(mid)
+        GalaxyMorphClassifier(stretch='asinh', device='cpu')(low)
+
+
+@pytest.mark.parametrize('dtype', [np.int16, np.int32, np.uint16])
+def test_integer_count_field_is_linear(clf, dtype):
+    # The edge-on disc of docs/morphology.rst in a field of counts.
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:160, :160] - 79.5
+    img = rng.normal(100, 5, (300, 300))
+    img[70:230, 70:230] += 3000 * np.exp(-np.hypot(xx, yy / 0.3) / 8)
+    img = np.round(img)
+    xy = [[149.5, 149.5], [40.0, 250.0]]
+    ref = clf(img, positions=xy)
+    assert list(ref['label']) == ['spiral', 'no_galaxy']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        tbl = clf(img.astype(dtype), positions=xy)
+    _assert_same_table(tbl, ref)
+
+
+def test_integer_field_ambiguous_warns(clf, field):
+    img, xy = field
+    low = np.clip(np.round(img) - 90, 0, 255).astype(np.int64)
+    with pytest.warns(CNNFindWarning, match='image values are signed'):
+        tbl = clf(low, positions=xy)
+    _assert_same_table(tbl, GalaxyMorphClassifier(
+        stretch='asinh', device='cpu')(low, positions=xy))
+
+
 def test_empty_sky_is_no_galaxy(clf):
     rng = np.random.default_rng(3)
     tbl = clf(rng.normal(50.0, 3.0, (4, 64, 64)))
@@ -418,3 +516,39 @@ def test_m67_stars_are_no_galaxy(clf):
         warnings.simplefilter('ignore', CNNFindWarning)
         tbl = clf(img.astype(float), positions=xy[:60])
     assert np.mean(tbl['label'] == 'no_galaxy') >= 0.85
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'real').is_dir(),
+                    reason='shared real images not available')
+def test_real_integer_frames_match_float(clf):
+    # Native int16 DSS plate (M67) and the SDSS r frame as int32 counts:
+    # the same classes as the float data.
+    from astropy.io import fits
+
+    from cnnfind.evaluation.peers import read_sextractor_catalog
+    real = DATA / 'real'
+    img = fits.getdata(real / 'astropy-data/photometry_M6707HH.fits')
+    assert img.dtype.kind == 'i'
+    cat = read_sextractor_catalog(
+        real / 'sextractor-reference/astropy-data_M6707HH_M67_dss.cat')
+    ok = (cat['CLASS_STAR'] > 0.9) & (cat['SNR_WIN'] > 30)
+    xy = np.column_stack([cat['X_IMAGE'][ok] - 1, cat['Y_IMAGE'][ok] - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        _assert_same_table(clf(img, positions=xy[:20]),
+                           clf(img.astype(float), positions=xy[:20]))
+
+    sdss = fits.getdata(
+        real / 'astropy-data/visualization_reprojected_sdss_r.fits.bz2')
+    cat = read_sextractor_catalog(
+        real / 'sextractor-reference/astropy-data_sdss_r.cat')
+    keep = np.argsort(cat['FLUX_AUTO'])[::-1][:40]
+    xy = np.column_stack([cat['X_IMAGE'][keep] - 1, cat['Y_IMAGE'][keep] - 1])
+    counts = np.round(sdss * 1000 + 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        ref = clf(counts, positions=xy)
+        tbl = clf(counts.astype(np.int32), positions=xy)
+    _assert_same_table(tbl, ref)
+    # 1 elliptical, 4 spiral, 35 no_galaxy with the shipped model.
+    assert np.sum(tbl['label'] != 'no_galaxy') >= 3

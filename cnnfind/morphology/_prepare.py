@@ -7,11 +7,22 @@ are already display-scaled (an asinh stretch with the sky near black).
 Linear data (FITS) are put on the same footing with `display_stretch`,
 whose constants reproduce the typical sky level, noise and galaxy peak
 of those JPEGs.
+
+With ``stretch='auto'`` `_auto_stretch` decides whether pixel values are
+display values or linear data: float data are linear, uint8 data are
+display values (JPEG, 8-bit PNG), signed integers are linear (FITS
+integer images, ``BITPIX`` 16/32/64, are signed), and wider unsigned
+integers (16-bit PNG or TIFF, but also unsigned FITS counts and raw CCD
+frames in ADU) are display values only if their sky noise shows at
+8-bit display depth.
 """
+
+import warnings
 
 import numpy as np
 from scipy import ndimage
 
+from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import robust_sky_noise
 
 __all__ = []
@@ -23,6 +34,16 @@ __all__ = []
 DISPLAY = {'sky': 0.013, 'noise': 0.012, 'beta': 11.0}
 
 _STRETCHES = ('auto', 'none', 'asinh')
+
+#: Sky noise, as a fraction of the dtype's maximum, below which unsigned
+#: integer data (wider than 8 bits) are linear data: a quarter of a grey
+#: level of an 8-bit display, invisible on any display (display images
+#: show their sky noise: 1.0 to 3.7 grey levels, median 2.2, in the
+#: Galaxy Zoo JPEGs; 6.6 in the NGC 6976 JPEG). From ``_DISPLAY_NOISE``
+#: (half a grey level) up they are display values; in between the
+#: choice is ambiguous and warned about.
+_LINEAR_NOISE = 0.25 / 255
+_DISPLAY_NOISE = 0.5 / 255
 
 
 def display_stretch(z, display=None):
@@ -38,6 +59,83 @@ def display_stretch(z, display=None):
     y *= np.float32(d['noise'] * d['beta'])
     y += np.float32(d['sky'])
     return np.clip(y, 0.0, 1.0, out=y)
+
+
+def _auto_stretch(arr, *, colour, valid=None, what='data'):
+    """
+    The stretch that ``stretch='auto'`` uses for ``arr``.
+
+    Parameters
+    ----------
+    arr : `~numpy.ndarray`
+        A field image ``(H, W[, 3])`` or a stack of cutouts
+        ``(N, H, W[, 3])``.
+    colour : bool
+        Whether the last axis holds the three colour bands.
+    valid : bool `~numpy.ndarray`, optional
+        `True` for the pixels to use (field images only).
+    what : str, optional
+        How to name the data in the warning.
+
+    Returns
+    -------
+    stretch : {'none', 'asinh'}
+        ``'none'`` (display values) for uint8 data and for wider
+        unsigned integers whose sky noise is at least half a grey level
+        of an 8-bit display (``0.5/255`` of the dtype's maximum), or
+        zero (a sky clipped to black); ``'asinh'`` (linear data) for
+        float data, signed integers and wider unsigned integers whose
+        noise is below a quarter of a grey level (counts that use a
+        tiny part of the dtype's range).
+
+    Warns
+    -----
+    CNNFindWarning
+        When the choice is ambiguous: unsigned integers with a noise
+        between a quarter and half a grey level, or signed integers whose
+        values all lie within 0-255 (8-bit display values in a wider
+        type, or low counts). Linear data (``'asinh'``) are assumed,
+        since display-scaling display values again only lowers their
+        contrast, whereas reading counts as display values makes the
+        image nearly black.
+    """
+    kind = arr.dtype.kind
+    if kind == 'f':
+        return 'asinh'
+    if arr.dtype == np.uint8:
+        return 'none'
+    how = ("pass stretch='asinh' (linear data) or stretch='none' "
+           '(display values, scaled by the maximum of the dtype) to '
+           'choose, or convert 8-bit display values to uint8')
+    if kind == 'i':
+        values = arr if valid is None else arr[valid]
+        if values.size and values.min() >= 0 and values.max() <= 255:
+            warnings.warn(f'the {what} are signed integers within 0-255: '
+                          'they were taken as linear data (counts) and '
+                          f'asinh-stretched; {how}', CNNFindWarning,
+                          stacklevel=4)
+        return 'asinh'
+    grey = arr.astype(np.float32)
+    if colour:
+        grey = grey.mean(axis=-1)
+    grey = grey.reshape(-1, grey.shape[-1])
+    if valid is not None:
+        valid = valid.reshape(grey.shape)
+    try:
+        _, noise = robust_sky_noise(grey, valid)
+    except ValueError:
+        noise = 0.0
+    frac = noise / float(np.iinfo(arr.dtype).max)
+    if frac < _LINEAR_NOISE and noise > 0:
+        return 'asinh'
+    if frac >= _DISPLAY_NOISE or noise == 0:
+        return 'none'
+    warnings.warn(f'the {what} are {arr.dtype} integers whose sky noise '
+                  f'({frac * 255:.2f} grey levels of an 8-bit display) '
+                  'does not tell display values from counts: they were '
+                  f'taken as linear data and asinh-stretched; {how}',
+                  CNNFindWarning, stacklevel=4)
+    return 'asinh'
 
 
 def _as_bands(image):
@@ -128,12 +226,15 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
     ----------
     cutouts : array-like
         ``(N, H, W)`` single-band or ``(N, H, W, 3)`` colour, uint8
-        (display values 0-255) or float.
+        (display values 0-255), other integers or float.
     stretch : {'auto', 'none', 'asinh'}
-        ``'none'``: the values are display values (uint8 0-255, float
-        0-1); ``'asinh'``: linear data, display-scaled per cutout and
-        band with `display_stretch`; ``'auto'``: ``'none'`` for
-        integer and ``'asinh'`` for float data.
+        ``'none'``: the values are display values (float 0-1, integers
+        0 to the maximum of their dtype, e.g. uint8 0-255);
+        ``'asinh'``: linear data, display-scaled per cutout and band
+        with `display_stretch`; ``'auto'``: chosen by `_auto_stretch`
+        (``'none'`` for uint8, ``'asinh'`` for float and signed
+        integer data, decided from the sky noise for wider unsigned
+        integers).
     crop, size : float, int
         Central fraction kept and network input size.
 
@@ -162,7 +263,7 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
                'a field image, pass positions=)')
         raise ValueError(msg)
     if stretch == 'auto':
-        stretch = 'none' if arr.dtype.kind in 'ui' else 'asinh'
+        stretch = _auto_stretch(arr, colour=arr.ndim == 4, what='cutouts')
     x = np.empty((arr.shape[0], 3, size, size), np.float32)
     masked = np.empty(arr.shape[0])
     for i, cut in enumerate(arr):

@@ -16,6 +16,7 @@ from cnnfind.exceptions import CNNFindWarning
 from cnnfind.morphology._positions import positions_xy
 from cnnfind.morphology._prepare import (
     _as_bands,
+    _auto_stretch,
     _stretch_linear,
     check_stretch,
     prepare_cutouts,
@@ -75,10 +76,20 @@ class GalaxyMorphClassifier:
         Where to run the network.
     stretch : {'auto', 'none', 'asinh'}, optional
         How pixel values become display values. ``'none'``: they
-        already are (uint8 0-255, or float 0-1, as in JPEG or PNG
-        cutouts); ``'asinh'``: linear data (FITS), display-scaled band
-        by band from the robust sky and noise; ``'auto'`` (default):
-        ``'none'`` for integer and ``'asinh'`` for float data.
+        already are (uint8 0-255, uint16 0-65535, or float 0-1, as in
+        JPEG or PNG cutouts; integers are divided by the maximum of
+        their dtype); ``'asinh'``: linear data (FITS), display-scaled
+        band by band from the robust sky and noise; ``'auto'``
+        (default): ``'none'`` for uint8 data, ``'asinh'`` for float
+        and signed integer data (FITS integer images, e.g. int16 or
+        int32 counts), and for wider unsigned integers (uint16 PNG or
+        unsigned FITS counts) ``'none'`` only if their sky noise is at
+        least half a grey level of an 8-bit display (0.5/255 of the
+        dtype's maximum). Ambiguous integer data (signed values all
+        within 0-255, or unsigned data with a noise between a quarter
+        and half such a grey level) are taken as linear data with a
+        `~cnnfind.CNNFindWarning`; pass ``'none'`` or ``'asinh'`` to
+        choose.
     max_masked_fraction : float, optional
         Sources with more than this fraction of invalid (masked, NaN or
         off-image) pixels in the network's view of their stamp get NaN
@@ -203,7 +214,8 @@ class GalaxyMorphClassifier:
             raise ValueError(msg)
         stretch = self.stretch
         if stretch == 'auto':
-            stretch = 'none' if arr.dtype.kind in 'ui' else 'asinh'
+            stretch = _auto_stretch(arr, colour=arr.ndim == 3, valid=valid,
+                                   what='image values')
         if stretch == 'none':
             disp = bands.astype(np.float32)
             if arr.dtype.kind in 'ui':
