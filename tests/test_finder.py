@@ -549,6 +549,45 @@ class TestCorrelatedNoise:
 
 
 class TestSaturation:
+    @staticmethod
+    def _three_saturated_stars():
+        """Three stars clipped at 30000 with bleed trails, noise 10."""
+        rng = np.random.default_rng(7030)
+        yy, xx = np.mgrid[:384, :384]
+        sig = 3.0 / 2.3548
+        stars = np.array([(80.3, 100.6), (250.7, 280.2), (320.1, 70.4)])
+        img = np.zeros((384, 384))
+        for x, y in stars:
+            r2 = (xx - x)**2 + (yy - y)**2
+            img += (3e7 * np.exp(-r2 / (2 * sig**2))
+                    + 3e5 * np.exp(-r2 / (32 * sig**2)))
+            img[int(y) - 25:int(y) + 15, int(round(x))] = 1e9
+        return np.minimum(img, 30000.0), stars, rng
+
+    def _n_found(self, img, stars):
+        tbl = CNNStarFinder(50.0, 3.0)(img)
+        d = np.hypot(tbl['x_centroid'][:, None] - stars[None, :, 0],
+                     tbl['y_centroid'][:, None] - stars[None, :, 1])
+        return int((d.min(axis=0) < 1.0).sum())
+
+    def test_hot_pixel_and_second_level_do_not_hide_saturation(self):
+        """
+        A hot pixel above the saturation level, or part of the frame
+        saturating lower (another amplifier), used to switch plateau
+        detection off for the whole image: 0 and 1 of the 3 stars found.
+        """
+        img, stars, rng = self._three_saturated_stars()
+        img = img + rng.normal(0, 10, img.shape)
+        assert self._n_found(img, stars) == 3
+        hot = img.copy()
+        hot[200, 200] = 65535.0
+        hot[30, 300] = 50000.0
+        assert self._n_found(hot, stars) == 3
+        amp = img.copy()
+        amp[:, 192:] = np.minimum(amp[:, 192:],
+                                  25000 + rng.normal(0, 10, (384, 192)))
+        assert self._n_found(amp, stars) == 3
+
     def test_saturated_star_with_bleed_trail_is_one_detection(self):
         cfg = FieldConfig(density=0, fwhm=3.0, saturation=3000.0)
         sim = simulate_field((96, 96), cfg, seed=3)

@@ -28,18 +28,99 @@ def _components(px, py):
     return labels, n_groups
 
 
+#: Most saturation levels searched (from the brightest pixel down).
+_MAX_LEVELS = 12
+
+
+def _plateaus(data, valid, sky, noise, min_size, min_level):
+    """
+    Pixels ``px, py`` of the saturated plateaus and a plateau label per
+    pixel (`_saturated_stars`), or `None`.
+
+    The brightest remaining pixel sets a level (within 10 %, and at least
+    half the noise, of it); connected groups of pixels at that level
+    with at least ``min_size`` pixels are plateaus. Smaller groups (hot
+    pixels, cosmic rays, the peaks of unsaturated stars) and the
+    plateaus found are set aside and the search goes on below them, so
+    an outlier brighter than the saturation level does not hide it, and
+    amplifiers or exposures with different saturation levels are all
+    found. It stops at the first level less than half as far above the
+    sky as the first saturation level found, after `_MAX_LEVELS`, or
+    below ``min_level`` noise above the sky.
+    """
+    floor = sky + min_level * noise
+    # Every pixel that can be part of a plateau, found in one pass;
+    # everything after works on them alone, never on the whole image.
+    idx = np.flatnonzero(data.ravel() >= floor)
+    idx = idx[valid.ravel()[idx]]
+    if idx.size < min_size:  # the usual case: nothing saturated
+        return None
+    values = data.ravel()[idx]
+    left = np.ones(idx.size, bool)
+    chosen, labels, n_plateaus, first = [], [], 0, None
+    for _ in range(_MAX_LEVELS):
+        if not left.any():
+            break
+        top = float(values[left].max())
+        if first is not None and top - sky < 0.5 * (first - sky):
+            break
+        level = top - max(0.5 * noise, 0.1 * (top - sky))
+        band = np.flatnonzero(left & (values >= level))
+        left[band] = False
+        if band.size < min_size:
+            continue
+        py, px = np.divmod(idx[band], data.shape[1])
+        lab, n = _components(px, py)
+        sizes = np.bincount(lab, minlength=n)
+        big = sizes[lab] >= min_size
+        if not big.any():
+            continue
+        if first is None:
+            first = top
+        # The plateaus' surroundings are left out of the lower levels,
+        # where they would form rings around them.
+        keep = band[big]
+        chosen.append(keep)
+        _, lab = np.unique(lab[big], return_inverse=True)
+        labels.append(lab + n_plateaus)
+        n_plateaus += lab.max() + 1
+        # Only pixels that a lower level can still reach are looked at.
+        cand = np.flatnonzero(left & (values >= sky + 0.5 * (first - sky)))
+        if cand.size:
+            left[cand[_near(idx[cand], idx[keep], data.shape)]] = False
+    if not chosen:
+        return None
+    keep = np.concatenate(chosen)
+    py, px = np.divmod(idx[keep], data.shape[1])
+    return px, py, np.concatenate(labels), n_plateaus
+
+
+def _near(idx, ref, shape, grow=2):
+    """Which of the flat pixel indices ``idx`` lie within ``grow``
+    pixels (chessboard distance) of the flat pixel indices ``ref``."""
+    from scipy.spatial import cKDTree
+    ry, rx = np.divmod(ref, shape[1])
+    py, px = np.divmod(idx, shape[1])
+    dist, _ = cKDTree(np.column_stack([rx, ry])).query(
+        np.column_stack([px, py]), p=np.inf, distance_upper_bound=grow + 0.5)
+    return np.isfinite(dist)
+
+
 def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
                      min_level=20.0):
     """
     Centroids of saturated plateaus and the region each one covers.
 
     A plateau is a connected group of valid pixels within 10 % (and at
-    least half the noise) of the image maximum, when that maximum is at
-    least ``min_level`` noise above the sky: the signature of a
-    saturation level (CCD full well, ADC limit, or the soft limit of a
-    photographic plate). It must hold at least ``min_pixels`` and four
-    times the pixels an unsaturated Gaussian core has that close to its
-    peak (``0.8 * fwhm**2``).
+    least half the noise) of a saturation level at least ``min_level``
+    noise above the sky: the signature of a CCD full well, an ADC limit
+    or the soft limit of a photographic plate. The levels are searched
+    from the brightest pixel down (see `_plateaus`), so hot pixels and
+    cosmic rays above the saturation level do not hide it, and several
+    levels (amplifiers, co-added exposures) are found. A plateau must
+    hold at least ``min_pixels`` and four times the pixels an
+    unsaturated Gaussian core has that close to its peak
+    (``0.8 * fwhm**2``).
     Bleed trails join their star's plateau, so each star gives one
     detection, centred by `_star_centre` (on the star, not on the middle
     of its trail).
@@ -53,23 +134,12 @@ def _saturated_stars(data, valid, sky, noise, fwhm, *, min_pixels=4,
         nothing is saturated.
     """
     empty = (np.zeros(0), np.zeros(0), None)
-    top = float(np.max(data, where=valid, initial=-np.inf))
-    if not np.isfinite(top) or top - sky < min_level * noise:
-        return empty
-    level = top - max(0.5 * noise, 0.1 * (top - sky))
-    # The plateau pixels, found in one pass; everything after works on
-    # them alone (few), never on the whole image again.
-    idx = np.flatnonzero(data.ravel() >= level)
-    idx = idx[valid.ravel()[idx]]
     min_size = max(min_pixels, 0.8 * fwhm**2)
-    if idx.size < min_size:  # the usual case: nothing saturated
+    found = _plateaus(data, valid, sky, noise, min_size, min_level)
+    if found is None:
         return empty
-    py, px = np.divmod(idx, data.shape[1])
-    lab, n = _components(px, py)
-    sizes = np.bincount(lab, minlength=n)
-    ids = np.nonzero(sizes >= min_size)[0]
-    if len(ids) == 0:
-        return empty
+    px, py, lab, n = found
+    ids = np.arange(n)
     grow = max(2, int(np.ceil(1.5 * fwhm)))
     region = np.zeros(data.shape, bool)
     x, y = np.zeros(len(ids)), np.zeros(len(ids))
