@@ -199,6 +199,25 @@ class TestUnitsAndContainers:
                                                      abs=0.05)
 
 
+def test_centroids_do_not_depend_on_the_data_units():
+    """
+    Flux-calibrated data are tiny numbers (1e-19 erg/s/cm2/A per
+    pixel): the centroid fit used to stall there (an absolute damping
+    term dominated), moving bright stars up to 0.7 px off.
+    """
+    sim = simulate_field((160, 160), FieldConfig(density=800, fwhm=3.0,
+                                                 snr_min=20), seed=12)
+    img = sim['image'] - np.median(sim['image'])
+    ref = CNNStarFinder(5 * sim['noise'], 3.0)(img)
+    for scale in (1e-8, 1e-19):
+        tbl = CNNStarFinder(5 * sim['noise'] * scale, 3.0)(img * scale)
+        assert len(tbl) == len(ref)
+        np.testing.assert_allclose(tbl['x_centroid'], ref['x_centroid'],
+                                   atol=1e-3)
+        np.testing.assert_allclose(tbl['y_centroid'], ref['y_centroid'],
+                                   atol=1e-3)
+
+
 class TestBadInput:
     @pytest.mark.parametrize('shape', [(10,), (3, 20, 20), ()])
     def test_not_2d(self, shape):

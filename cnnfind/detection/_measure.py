@@ -171,9 +171,12 @@ def _fit_sources(data, valid, x0, y0, abc, radius, *, sky=0.0, iters=6,
         jac = np.stack([g, jx, jy, np.ones_like(g)], axis=-1).reshape(n, -1, 4)
         resid = (d - ag - bkg[:, None, None]).reshape(n, -1)
         jtj, jtr = _normal_equations(jac, w, resid)
+        # Levenberg-Marquardt damping relative to each parameter's own
+        # curvature: the position terms scale with amp**2, so an absolute
+        # floor would freeze the fit on data in small units (Jy, erg/s).
         diag = np.einsum('nii->ni', jtj)
-        jtj_damped = jtj + np.einsum('ni,ij->nij', 1e-3 * diag + 1e-9,
-                                     np.eye(4))
+        damping = np.where(diag > 0, 1e-3 * diag, 1.0)
+        jtj_damped = jtj + np.einsum('ni,ij->nij', damping, np.eye(4))
         step = np.linalg.solve(jtj_damped, jtr[..., None])[..., 0]
         step[:, 1:3] = np.clip(step[:, 1:3], -1.0, 1.0)
         amp = amp + step[:, 0]
