@@ -17,6 +17,7 @@ from cnnfind.evaluation.psf import (
     selection_quality,
     simulate_psf_field,
 )
+from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars import PSFStarSelector
 from cnnfind.runtime.registry import ModelError
 from cnnfind.simulation import render_profiles
@@ -437,3 +438,24 @@ def test_card_defaults():
     assert sel.min_score == card['default_min_score']
     assert sel.min_snr == card.get('default_min_snr', 30.0)
     assert PSFStarSelector(min_snr=12.5).min_snr == 12.5
+
+
+@pytest.mark.parametrize('fwhm', [5.0, 6.0])
+def test_fwhm_estimate_for_broad_stars(fwhm):
+    """
+    The FWHM estimate starts from 3 px; at that scale the finder takes
+    stars of FWHM 5-6 px for extended sources, and the estimate used to
+    fall back to 3 px with a warning (no star selected). It now tries
+    broader starts: measured 5.53 and 6.66 px, 13 and 15 stars.
+    """
+    from cnnfind.evaluation.psf import simulate_psf_field
+    sim = simulate_psf_field((512, 512), seed=7060, fwhm=fwhm, density=400,
+                             ratio=1.0, binary_fraction=0.0,
+                             galaxies_per_mpix=0, cosmics_per_mpix=0,
+                             hot_per_mpix=0, saturation=None)
+    sel = PSFStarSelector()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', CNNFindWarning)
+        table = sel(sim['image'])
+    assert sel.fwhm_used_ == pytest.approx(fwhm, rel=0.2)
+    assert len(table) >= 8

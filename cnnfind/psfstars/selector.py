@@ -60,6 +60,10 @@ def _sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 
 
+#: First FWHM guesses (pixels) of the FWHM estimate, tried in turn.
+_FWHM_STARTS = (3.0, 6.0, 9.0)
+
+
 class PSFStarSelector:
     """
     Select the stars of an image that make the best PSF model.
@@ -238,8 +242,26 @@ class PSFStarSelector:
                 np.asarray(tab['y_centroid'], float))
 
     def _estimate_fwhm(self, data, mask, valid, sky, noise):
-        """Median core FWHM of the brightest isolated detections."""
-        guess = 3.0
+        """
+        Median core FWHM of the brightest isolated detections, iterated
+        from a first guess of 3 pixels, then (if too few stars are found
+        at that scale: the finder takes much broader stars for extended
+        sources) from 6 and 9 pixels.
+        """
+        for start in _FWHM_STARTS:
+            fwhm, guess = self._iterate_fwhm(data, mask, valid, sky, noise,
+                                             start)
+            if fwhm is not None:
+                return fwhm
+            if guess != start:  # stars were found but it did not settle
+                break
+        warnings.warn('could not estimate the FWHM from the data (too few '
+                      f'bright isolated stars); using {guess:.2f} pixels. '
+                      'Pass fwhm= to set it.', CNNFindWarning, stacklevel=3)
+        return guess
+
+    def _iterate_fwhm(self, data, mask, valid, sky, noise, guess):
+        """The estimate (or `None`) and the last guess, from ``guess``."""
         for _ in range(3):
             x, y = self._find(data, mask, sky, noise, guess)
             if len(x) == 0:
@@ -262,12 +284,9 @@ class PSFStarSelector:
                     break
                 new = float(np.nanmedian(fw))
             if abs(new / guess - 1.0) <= 0.25:
-                return new
+                return new, guess
             guess = float(np.clip(new, 1.0, 12.0))
-        warnings.warn('could not estimate the FWHM from the data (too few '
-                      f'bright isolated stars); using {guess:.2f} pixels. '
-                      'Pass fwhm= to set it.', CNNFindWarning, stacklevel=3)
-        return guess
+        return None, guess
 
     # -- the call ----------------------------------------------------------
     def select(self, data, mask=None, *, candidates=None,
