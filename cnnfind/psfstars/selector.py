@@ -248,12 +248,14 @@ class PSFStarSelector:
         at that scale: the finder takes much broader stars for extended
         sources) from 6 and 9 pixels.
         """
+        guess = _FWHM_STARTS[0]
         for start in _FWHM_STARTS:
-            fwhm, guess = self._iterate_fwhm(data, mask, valid, sky, noise,
-                                             start)
+            fwhm, last = self._iterate_fwhm(data, mask, valid, sky, noise,
+                                            start)
             if fwhm is not None:
                 return fwhm
-            if guess != start:  # stars were found but it did not settle
+            if last != start:  # stars were found but it did not settle
+                guess = last
                 break
         warnings.warn('could not estimate the FWHM from the data (too few '
                       f'bright isolated stars); using {guess:.2f} pixels. '
