@@ -14,7 +14,8 @@ Sub-commands
 
 ``cnnfind denoise IMAGE [IMAGE ...] -o OUT [options]``
     Denoise FITS images with `~cnnfind.denoise.N2VDenoiser` (Noise2Void).
-    ``OUT`` is the output file for a single image (``*.fits``) or else a
+    ``OUT`` is the output file for a single image (a name ending in
+    ``.fits``, ``.fit`` or ``.fts``, optionally with ``.gz``) or else a
     directory that receives ``<stem>_denoised.fits`` per image.
 
 ``cnnfind psfstars IMAGE [IMAGE ...] -o OUTDIR [options]``
@@ -108,6 +109,10 @@ PSF_COLUMNS = ('id', 'x_centroid', 'y_centroid', 'flux', 'peak', 'psf_score',
 
 _FITS_SUFFIXES = ('.fits', '.fit', '.fts')
 _COMPRESSION_SUFFIXES = ('.gz', '.bz2', '.xz', '.fz')
+#: Output files ``cnnfind denoise`` can write (astropy compresses
+#: ``.gz``, ``.bz2`` and ``.xz`` on writing; ``.fz`` it cannot).
+_DENOISE_OUTPUT_SUFFIXES = tuple(f + c for f in _FITS_SUFFIXES
+                                 for c in ('', '.gz', '.bz2', '.xz'))
 #: Cutout files that ``cnnfind morph`` reads with pillow.
 _CUTOUT_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
@@ -796,11 +801,33 @@ def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
         out_path, overwrite=True)
     written.append(str(out_path))
     if residual:
-        res_path = str(out_path)[:-len('.fits')] + '_residual.fits'
+        res_path = _residual_path(out_path)
         fits.PrimaryHDU((np.asarray(data, np.float32) - out), header=hdr
                         ).writeto(res_path, overwrite=True)
         written.append(res_path)
     return written
+
+
+def _split_fits_suffix(path):
+    """
+    ``(head, suffix)`` of an output path whose name ends in a FITS suffix,
+    optionally compressed (``'.fits'``, ``'.fit.gz'``, ...; the case is
+    kept); ``suffix`` is ``''`` when there is none.
+    """
+    path = str(path)
+    lower = path.lower()
+    for fits_suffix in _FITS_SUFFIXES:
+        for compression in ('',) + _COMPRESSION_SUFFIXES:
+            suffix = fits_suffix + compression
+            if lower.endswith(suffix):
+                return path[:-len(suffix)], path[-len(suffix):]
+    return path, ''
+
+
+def _residual_path(out_path):
+    """``<stem>_residual<suffix>`` next to the denoised ``out_path``."""
+    head, suffix = _split_fits_suffix(out_path)
+    return f'{head}_residual{suffix or ".fits"}'
 
 
 def _saturation_arg(text):
@@ -836,12 +863,13 @@ def _cmd_denoise(args):
     if args.model is not None and not os.path.isfile(args.model):
         return _usage_error('denoise', f'--model {args.model}: no such file')
     images = args.images
-    single_file = args.output.lower().endswith(_FITS_SUFFIXES)
+    # An -o ending in a FITS suffix (compressed or not) is a file.
+    single_file = _is_fits(args.output)
     if single_file and len(images) > 1:
         return _usage_error('denoise', 'with several images, -o must be a '
                                        'directory')
-    msg = (check_output_file(args.output, _FITS_SUFFIXES) if single_file
-           else check_output_dir(args.output))
+    msg = (check_output_file(args.output, _DENOISE_OUTPUT_SUFFIXES)
+           if single_file else check_output_dir(args.output))
     if msg:
         return _usage_error('denoise', msg)
     output = _absolute(args.output, args)
@@ -1394,7 +1422,8 @@ def _add_denoise(sub):
                           'smoothed at 2/3 of it, so that aperture fluxes '
                           'equal the data\'s (default: off)')
     den.add_argument('--residual', action='store_true',
-                     help='also write <out>_residual.fits (raw - denoised)')
+                     help='also write <stem>_residual<suffix> beside the '
+                          'output (raw - denoised)')
     add_device_option(den)
     add_batch_options(den)
     den.set_defaults(func=_cmd_denoise)

@@ -71,6 +71,57 @@ def test_masked_array_mask_is_used(denoiser, field):
     assert np.isnan(out[50, 60]) and np.isfinite(out).sum() == out.size - 1
 
 
+def test_masked_integer_array(denoiser, field):
+    # ``filled(np.nan)`` cannot fill an integer array: the mask is used
+    # without filling.
+    img = np.round(field['image']).astype(np.int16)
+    mask = np.zeros(img.shape, bool)
+    mask[50:55, 60:70] = True
+    out = denoiser(np.ma.masked_array(img, mask=mask))
+    ref = denoiser(img, mask=mask)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref)
+    assert np.isnan(out[mask]).all() and np.isfinite(out[~mask]).all()
+
+
+@pytest.mark.parametrize('unit', [None, u.adu])
+def test_astropy_masked_mask_is_used(denoiser, field, unit):
+    from astropy.utils.masked import Masked
+
+    img = field['image'].copy()
+    mask = np.zeros(img.shape, bool)
+    mask[50:55, 60:70] = True
+    img[mask] = -5000.0
+    extra = np.zeros(img.shape, bool)
+    extra[100, 20:30] = True
+    data = img if unit is None else img * unit
+    out = denoiser(Masked(data, mask=mask), mask=extra)
+    ref = denoiser(img, mask=mask | extra)
+    assert isinstance(out, Masked)
+    if unit is not None:
+        assert isinstance(out, u.Quantity) and out.unit == unit
+    np.testing.assert_array_equal(out.mask, mask | extra)
+    values = out.unmasked if unit is None else out.unmasked.value
+    np.testing.assert_array_equal(values, ref)
+    assert np.isnan(values[mask | extra]).all()
+
+
+@pytest.mark.parametrize('cls', [NDData, CCDData])
+def test_nddata_extra_mask_in_output_mask(denoiser, field, cls):
+    mask = np.zeros(field['image'].shape, bool)
+    mask[10:14, 20:30] = True
+    extra = np.zeros(field['image'].shape, bool)
+    extra[100, 20:30] = True
+    out = denoiser(cls(field['image'], unit='adu', mask=mask), mask=extra)
+    np.testing.assert_array_equal(out.mask, mask | extra)
+    assert np.isnan(out.data[mask | extra]).all()
+    out = denoiser(cls(field['image'], unit='adu'), mask=extra)
+    np.testing.assert_array_equal(out.mask, extra)
+    with pytest.raises(ValueError, match='mask has shape'):
+        denoiser(cls(field['image'], unit='adu', mask=mask),
+                 mask=extra[:-1])
+
+
 def test_nan_stays_nan_or_is_filled(denoiser, field):
     img = field['image'].copy()
     img[40:50, 70:90] = np.nan
@@ -116,6 +167,57 @@ def test_masked_bad_column_equals_nan(denoiser, field):
     b = denoiser(img)
     np.testing.assert_allclose(a, b, atol=1e-4, equal_nan=True)
     assert np.isnan(a[:, 77]).all()
+
+
+@pytest.mark.parametrize('pixels', [
+    [(0, 0), (1, 0)],            # vertical pair
+    [(0, 0), (0, 1)],            # horizontal pair
+    [(0, 0), (1, 1), (2, 2)],    # diagonal track
+])
+def test_small_cosmic_ray_not_smeared(denoiser, field, denoised, pixels):
+    # The pixels of a cosmic ray of two or three pixels predict each other
+    # in the blind-spot test: they are caught by their sharpness.
+    img = field['image'].copy()
+    noise = field['noise']
+    cr = np.zeros(img.shape, bool)
+    for dy, dx in pixels:
+        cr[120 + dy, 150 + dx] = True
+    img[cr] += 500 * noise
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[cr], img[cr])
+    near = ndimage.binary_dilation(cr, iterations=3) & ~cr
+    changed = np.abs(out - denoised)[near] / noise
+    # the rest are within the noise (a neighbour above half the
+    # threshold is kept as part of the ray)
+    assert np.median(changed) < 0.05 and changed.max() < 0.5
+
+
+@pytest.mark.parametrize('fwhm', [1.5, 3.0])
+def test_sharp_outliers_spare_stars(fwhm):
+    from cnnfind.denoise.denoiser import _sharp_outliers
+    from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+
+    for seed in (7100, 7101, 7102):
+        f = simulate_denoise_field((256, 256), 'stars', seed=seed,
+                                   fwhm=fwhm)
+        valid = valid_pixel_mask(f['image'])
+        sky, noise = robust_sky_noise(f['image'], valid)
+        x = ((f['image'] - sky) / noise).astype(np.float32)
+        assert not _sharp_outliers(x, valid, 6.0).any()
+
+
+@pytest.mark.parametrize('value', [0.0, -12.0])
+def test_dead_column_not_smeared(denoiser, field, value):
+    # A column far below its left and right neighbours (dead, or low by
+    # 12 noise) is returned unchanged and does not bias the columns
+    # beside it.
+    img = field['image'].copy()
+    noise, truth = field['noise'], field['truth']
+    img[:, 90] = value if value == 0 else field['sky'] + value * noise
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[:, 90], img[:, 90])
+    for col in (87, 88, 89, 91, 92, 93):
+        assert abs(np.median(out[:, col] - truth[:, col])) < 0.2 * noise
 
 
 def test_hot_pixel_not_smeared(denoiser, field, denoised):

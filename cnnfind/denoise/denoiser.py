@@ -5,6 +5,7 @@ Noise2Void denoising of astronomical images with an ONNX network.
 import numpy as np
 from astropy.nddata import NDData
 from astropy.units import Quantity
+from astropy.utils.masked import Masked
 from scipy import ndimage
 
 from cnnfind._validation import _positive_number_or_none
@@ -16,7 +17,11 @@ from cnnfind.denoise._prepare import (
     saturated_mask,
     to_net_space,
 )
-from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+from cnnfind.runtime.normalize import (
+    check_mask_shape,
+    robust_sky_noise,
+    valid_pixel_mask,
+)
 from cnnfind.runtime.registry import load_model
 from cnnfind.runtime.session import get_session
 from cnnfind.runtime.tiling import _progress_bar, tile_windows
@@ -77,7 +82,9 @@ class N2VDenoiser:
         pixels, cosmic rays, dead pixels; grown to the connected pixels
         beyond half of it) are hidden from the network in a second pass
         and returned unchanged, so that they are neither smeared into
-        their neighbours nor removed. `None` disables the check.
+        their neighbours nor removed. Cosmic rays of a few pixels (sharper
+        than any PSF) and dead columns or rows more than this many noise
+        levels below both sides are treated the same way. `None` disables the check.
     tile : int, optional
         Core tile size in pixels (memory grows with its square).
     batch : int, optional
@@ -181,24 +188,33 @@ class N2VDenoiser:
             ``mask`` has a different shape.
         """
         if isinstance(data, NDData):
-            mask2 = data.mask
-            if mask2 is not None and mask is not None:
-                mask2 = np.asarray(mask2, bool) | np.asarray(mask, bool)
-            elif mask is not None:
-                mask2 = mask
+            mask2 = _combine_masks(data.mask, mask, np.shape(data.data))
             out = self._denoise(np.asarray(data.data), mask2, fill, progress)
-            kwargs = {'mask': data.mask, 'meta': data.meta, 'wcs': data.wcs}
+            # The output's mask is the input's, with the extra ``mask``
+            # (whose pixels are NaN in the output too) added to it.
+            kwargs = {'mask': data.mask if mask is None else mask2,
+                      'meta': data.meta, 'wcs': data.wcs}
             if data.unit is not None:
                 kwargs['unit'] = data.unit
             return data.__class__(out, **kwargs)
+        if isinstance(data, Masked):
+            # astropy's Masked arrays and Quantities: same type out, with
+            # the combined mask.
+            mask2 = _combine_masks(data.mask, mask, data.shape)
+            values = data.unmasked
+            out = self._denoise(np.asarray(values), mask2, fill, progress)
+            if isinstance(values, Quantity):
+                out = Quantity(out, values.unit, copy=False)
+            return Masked(out, mask=mask2)
         if isinstance(data, Quantity):
             return Quantity(self._denoise(data.value, mask, fill, progress),
                             data.unit, copy=False)
         if isinstance(data, np.ma.MaskedArray):
-            mask2 = np.ma.getmaskarray(data)
-            if mask is not None:
-                mask2 = mask2 | np.asarray(mask, bool)
-            return self._denoise(data.filled(np.nan), mask2, fill, progress)
+            # The values under the mask are never used (no fill value,
+            # which an integer array could not hold as NaN).
+            mask2 = _combine_masks(np.ma.getmaskarray(data), mask,
+                                   data.shape)
+            return self._denoise(np.ma.getdata(data), mask2, fill, progress)
         return self._denoise(data, mask, fill, progress)
 
     def _denoise(self, data, mask, fill, progress):
@@ -232,6 +248,7 @@ class N2VDenoiser:
             # cosmic rays, dead pixels): hide them and predict again
             # where they are, so they cannot leak into their neighbours.
             outliers = self._outliers(z, mean, logv, net_valid)
+            outliers |= _sharp_outliers(x, net_valid, self.outlier_sigma)
             if outliers.any():
                 net_valid &= ~outliers
                 keep |= outliers
@@ -319,6 +336,87 @@ class N2VDenoiser:
                 mean[sy::g, sx::g] = pred[b, 0, sy::g, sx::g]
                 logv[sy::g, sx::g] = pred[b, 1, sy::g, sx::g]
         return mean[:ny, :nx], logv[:ny, :nx]
+
+
+#: Footprint of the local sky of `_sharp_outliers`: the 5x5 box without
+#: the 3x3 around the pixel, so that a cosmic ray of a few pixels does not
+#: raise it.
+_OUTER_RING = np.ones((5, 5), bool)
+_OUTER_RING[1:4, 1:4] = False
+
+#: Largest excess over the local sky, as a fraction of the pixel's own,
+#: that the second brightest of the four side neighbours of a cosmic-ray
+#: pixel may have. The PSF puts at least a quarter of the peak there
+#: (FWHM 1.2 pixels) or more (0.38 at FWHM 1.5).
+_SHARP_FRACTION = 0.1
+
+#: Fewest pixels in a row or column below both their side neighbours that
+#: make a bad column or row segment.
+_MIN_LINE = 5
+
+
+def _sharp_outliers(x, valid, nsigma):
+    """
+    Cosmic rays of a few pixels and dead columns or rows, in the
+    noise-normalised image ``x``: defects that the blind-spot test misses
+    because their pixels predict each other.
+
+    A cosmic-ray pixel is more than ``nsigma`` above the median of the
+    5x5 box around it without the inner 3x3 (the local sky), none of its
+    four side neighbours is brighter, and at most one of them has more
+    than ``_SHARP_FRACTION`` of its excess: sharper than any PSF, which
+    spreads its light over all four. These seeds grow (up to three
+    pixels) over the connected pixels more than half of ``nsigma`` above
+    their local sky, which catches the rest of a track. A bad
+    column pixel is more than ``nsigma`` below both its left and right
+    neighbours, in a run of at least ``_MIN_LINE`` such pixels along the
+    column (and likewise for rows), which stars and galaxies do not make.
+    """
+    x = np.where(valid, x, np.float32(0.0)).astype(np.float32)
+    sky = ndimage.median_filter(x, footprint=_OUTER_RING, mode='mirror')
+    excess = x - sky
+    # the side neighbours' excess over the pixel's own local sky
+    pad = np.pad(x, 1, mode='reflect')
+    sides = np.sort([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2],
+                     pad[1:-1, 2:]], axis=0) - sky
+    seeds = (valid & (excess > nsigma) & (sides[3] <= excess)
+             & (sides[2] < _SHARP_FRACTION * excess))
+    # on the border a side neighbour is missing: a star cut by the edge
+    # can look sharp there
+    seeds[[0, -1], :] = seeds[:, [0, -1]] = False
+    out = seeds
+    if seeds.any():
+        out = ndimage.binary_dilation(seeds, np.ones((3, 3), bool),
+                                      iterations=3,
+                                      mask=valid & (excess > 0.5 * nsigma))
+    pad = np.pad(np.where(valid, x, np.nan), 1, constant_values=np.nan)
+    for axis, (before, after) in enumerate(((pad[1:-1, :-2], pad[1:-1, 2:]),
+                                            (pad[:-2, 1:-1], pad[2:, 1:-1]))):
+        with np.errstate(invalid='ignore'):
+            low = valid & (np.minimum(before, after) - x > nsigma)
+        if not low.any():
+            continue
+        # runs along the columns (axis 0) for a left/right test, etc.
+        structure = np.zeros((3, 3), bool)
+        if axis == 0:
+            structure[:, 1] = True
+        else:
+            structure[1, :] = True
+        labels, n = ndimage.label(low, structure)
+        sizes = ndimage.sum(low, labels, np.arange(1, n + 1))
+        out |= np.isin(labels, np.flatnonzero(sizes >= _MIN_LINE) + 1)
+    return out
+
+
+def _combine_masks(mask1, mask2, shape):
+    """
+    The union of two masks of ``shape`` (`True` where bad) as a bool
+    array, or the one that is not `None` as it is, or `None`.
+    """
+    if mask1 is None or mask2 is None:
+        return mask2 if mask1 is None else mask1
+    return (check_mask_shape(mask1, shape).astype(bool)
+            | check_mask_shape(mask2, shape).astype(bool))
 
 
 def _smoothed_residual(data, out, valid, sigma):

@@ -499,6 +499,50 @@ def test_denoise_writes_fits(tmp_path, capsys):
     assert 'Summary: 1 of 1 images denoised' in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(('name', 'residual'), [
+    ('night1.fit', 'night1_residual.fit'),
+    ('night1.FTS', 'night1_residual.FTS'),
+    ('out.fits.gz', 'out_residual.fits.gz'),
+    ('out.fit.gz', 'out_residual.fit.gz'),
+])
+def test_denoise_output_suffixes(tmp_path, capsys, name, residual):
+    # The residual keeps the output's whole FITS suffix (it cut five
+    # characters off '.fit' and wrote 'night_residual.fits'), and an -o
+    # ending in a compressed FITS suffix is a file, not a directory.
+    data = _noisy_fits(tmp_path / 'a.fits')
+    out = tmp_path / name
+    assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o', str(out),
+                     '--residual', '--device', 'cpu', '--threads', '1']) == 0
+    assert out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ['a.fits', name, residual])
+    den = fits.getdata(out)
+    resid = fits.getdata(tmp_path / residual)
+    np.testing.assert_allclose(resid, data - den, atol=1e-3)
+    if name.endswith('.gz'):
+        assert out.read_bytes()[:2] == b'\x1f\x8b'
+    capsys.readouterr()
+
+
+def test_denoise_residual_names_distinct(tmp_path, capsys):
+    _noisy_fits(tmp_path / 'a.fits')
+    for name in ('night1.fit', 'night2.fit'):
+        assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o',
+                         str(tmp_path / name), '--residual',
+                         '--device', 'cpu', '--threads', '1']) == 0
+    assert (tmp_path / 'night1_residual.fit').is_file()
+    assert (tmp_path / 'night2_residual.fit').is_file()
+    capsys.readouterr()
+
+
+def test_denoise_unwritable_suffix(tmp_path, capsys):
+    # .fz (tile compression) cannot be written: a usage error, no directory
+    assert cli.main(['denoise', 'x.fits', '-o',
+                     str(tmp_path / 'out.fits.fz')]) == 2
+    assert not (tmp_path / 'out.fits.fz').exists()
+    capsys.readouterr()
+
+
 def test_denoise_batch_keeps_going(tmp_path, capsys):
     _noisy_fits(tmp_path / 'a.fits')
     (tmp_path / 'bad.fits').write_text('not a FITS file')
