@@ -500,9 +500,9 @@ def test_field_mode_frames_galaxies_like_cutouts(clf):
     assert np.mean(field_labels == np.array(cut_labels)) >= 0.75
 
 
-@pytest.mark.skipif(DATA is None or not (DATA / 'real').is_dir(),
-                    reason='shared real images not available')
-def test_m67_stars_are_no_galaxy(clf):
+def _m67_bright_stars():
+    """The M67 plate (native int16) and the 0-based positions of its
+    bright, point-like SExtractor sources."""
     from astropy.io import fits
 
     from cnnfind.evaluation.peers import read_sextractor_catalog
@@ -511,7 +511,14 @@ def test_m67_stars_are_no_galaxy(clf):
     cat = read_sextractor_catalog(
         real / 'sextractor-reference/astropy-data_M6707HH_M67_dss.cat')
     ok = (cat['CLASS_STAR'] > 0.9) & (cat['SNR_WIN'] > 30)
-    xy = np.column_stack([cat['X_IMAGE'][ok] - 1, cat['Y_IMAGE'][ok] - 1])
+    return img, np.column_stack([cat['X_IMAGE'][ok] - 1,
+                                 cat['Y_IMAGE'][ok] - 1])
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'real').is_dir(),
+                    reason='shared real images not available')
+def test_m67_stars_are_no_galaxy(clf):
+    img, xy = _m67_bright_stars()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', CNNFindWarning)
         tbl = clf(img.astype(float), positions=xy[:60])
@@ -527,12 +534,8 @@ def test_real_integer_frames_match_float(clf):
 
     from cnnfind.evaluation.peers import read_sextractor_catalog
     real = DATA / 'real'
-    img = fits.getdata(real / 'astropy-data/photometry_M6707HH.fits')
+    img, xy = _m67_bright_stars()
     assert img.dtype.kind == 'i'
-    cat = read_sextractor_catalog(
-        real / 'sextractor-reference/astropy-data_M6707HH_M67_dss.cat')
-    ok = (cat['CLASS_STAR'] > 0.9) & (cat['SNR_WIN'] > 30)
-    xy = np.column_stack([cat['X_IMAGE'][ok] - 1, cat['Y_IMAGE'][ok] - 1])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', CNNFindWarning)
         _assert_same_table(clf(img, positions=xy[:20]),
