@@ -117,13 +117,24 @@ _DENOISE_OUTPUT_SUFFIXES = tuple(f + c for f in _FITS_SUFFIXES
 _CUTOUT_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
 
+def _split_fits_suffix(path):
+    """
+    ``(head, suffix)`` of a path whose name ends in a FITS suffix,
+    optionally compressed (``'.fits'``, ``'.fit.gz'``, ...; the case is
+    kept); ``suffix`` is ``''`` when there is none.
+    """
+    path = str(path)
+    lower = path.lower()
+    for fits_suffix in _FITS_SUFFIXES:
+        for compression in ('',) + _COMPRESSION_SUFFIXES:
+            suffix = fits_suffix + compression
+            if lower.endswith(suffix):
+                return path[:-len(suffix)], path[-len(suffix):]
+    return path, ''
+
+
 def _is_fits(path):
-    name = str(path).lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[:-len(suffix)]
-            break
-    return name.endswith(_FITS_SUFFIXES)
+    return bool(_split_fits_suffix(path)[1])
 
 
 # ---------------------------------------------------------------------------
@@ -806,22 +817,6 @@ def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
                         ).writeto(res_path, overwrite=True)
         written.append(res_path)
     return written
-
-
-def _split_fits_suffix(path):
-    """
-    ``(head, suffix)`` of an output path whose name ends in a FITS suffix,
-    optionally compressed (``'.fits'``, ``'.fit.gz'``, ...; the case is
-    kept); ``suffix`` is ``''`` when there is none.
-    """
-    path = str(path)
-    lower = path.lower()
-    for fits_suffix in _FITS_SUFFIXES:
-        for compression in ('',) + _COMPRESSION_SUFFIXES:
-            suffix = fits_suffix + compression
-            if lower.endswith(suffix):
-                return path[:-len(suffix)], path[-len(suffix):]
-    return path, ''
 
 
 def _residual_path(out_path):
