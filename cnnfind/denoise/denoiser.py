@@ -372,7 +372,7 @@ def _sharp_outliers(x, valid, nsigma):
     neighbours, in a run of at least ``_MIN_LINE`` such pixels along the
     column (and likewise for rows), which stars and galaxies do not make.
     """
-    x = np.where(valid, x, np.float32(0.0)).astype(np.float32)
+    x = np.where(valid, x, np.float32(0.0)).astype(np.float32, copy=False)
     sky = ndimage.median_filter(x, footprint=_OUTER_RING, mode='mirror')
     excess = x - sky
     # the side neighbours' excess over the pixel's own local sky
