@@ -84,6 +84,11 @@ DATA_DIR = os.path.join(_ROOT, '..', 'shared', 'data', 'real')
 
 #: Run thresholds of CNNStarFinder (units of the sky noise).
 _CNN_THRESHOLDS = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
+#: On the real images the reference catalogues stop at an unknown depth,
+#: which the peers reach by sweeping their SNR-like score; CNNStarFinder's
+#: swept score (its probability) does not rank by depth, so its run
+#: thresholds go deeper there.
+_CNN_REAL_THRESHOLDS = _CNN_THRESHOLDS + (7.0, 10.0, 15.0, 20.0)
 
 #: Environment variable naming the star-finder model to benchmark.
 _MODEL_ENV = 'CNNFIND_BENCH_MODEL'
@@ -102,6 +107,8 @@ class Finder:
     unavailable: str = ''
     #: Keyword arguments for the speed/memory runs (default: ``kwargs``).
     speed_kwargs: dict | None = None
+    #: Run thresholds on the real images (default: ``run_thresholds``).
+    real_thresholds: tuple | None = None
 
 
 def _cnn_unavailable():
@@ -139,12 +146,13 @@ def make_finders(names=None, check=True):
         # model's default probability cut (the sweep above uses a low cut).
         Finder('CNNStarFinder', run_cnnfind, _CNN_THRESHOLDS,
                {'min_probability': 0.01, **cnn}, 5.0, 'probability',
-               speed_kwargs=cnn),
+               speed_kwargs=cnn, real_thresholds=_CNN_REAL_THRESHOLDS),
         # With the optional vetting stage (off by default): what it adds
         # on simulated fields and costs on real ones and in speed.
         Finder('CNNStarFinder (vetting)', run_cnnfind, _CNN_THRESHOLDS,
                {'min_probability': 0.01, 'vetting': True, **cnn}, 5.0,
-               'probability', speed_kwargs={'vetting': True, **cnn}),
+               'probability', speed_kwargs={'vetting': True, **cnn},
+               real_thresholds=_CNN_REAL_THRESHOLDS),
         Finder('DAO (defaults)', run_dao, (2.0,), {}, 5.0,
                'DAOFIND statistic'),
         Finder('DAO (tuned)', run_dao, (2.0,),
@@ -434,7 +442,7 @@ def real_images(finders, radius, quick, seed=0):
             if f.unavailable:
                 continue
             best = None
-            for thr in f.run_thresholds:
+            for thr in f.real_thresholds or f.run_thresholds:
                 res = _call(f, data, fwhm, thr)
                 sweep = threshold_sweep(rx, ry, res.x, res.y, res.score,
                                         radius)
@@ -608,8 +616,12 @@ def main(argv=None):
           'score cut) over all seeds. Scores swept:')
     for f in active:
         extra = f' {f.kwargs}' if f.kwargs else ''
+        real = ('' if f.real_thresholds is None else
+                ' (real images: '
+                f'{"/".join(f"{t:g}" for t in f.real_thresholds)})')
         print(f'#   {f.name}: {f.score}; run at threshold '
-              f'{"/".join(f"{t:g}" for t in f.run_thresholds)} sigma{extra}')
+              f'{"/".join(f"{t:g}" for t in f.run_thresholds)} sigma'
+              f'{real}{extra}')
     print(f'# Truth: simulated stars inside the image with SNR >= '
           f'{args.snr_min:g} (matched-filter SNR); detections of fainter or '
           f'outside stars are ignored; match radius {args.radius:g} px, one '
