@@ -917,7 +917,7 @@ def write_epsf(data, mask, table, path, *, size, oversampling=4, maxiters=10):
     Raises
     ------
     CLIError
-        With fewer than two selected stars.
+        With fewer than two selected stars, or when EPSFBuilder fails.
     """
     import numpy as np
     from astropy.io import fits
@@ -933,9 +933,14 @@ def write_epsf(data, mask, table, path, *, size, oversampling=4, maxiters=10):
     valid = valid_pixel_mask(data, mask)
     # the selected stars' boxes hold no masked pixel, so the fill is unused
     image = np.where(valid, data - table.meta['sky'], 0.0)
-    epsf = build_epsf(image, np.asarray(table['x_centroid'], float),
-                      np.asarray(table['y_centroid'], float), size=size,
-                      oversampling=oversampling, maxiters=maxiters)
+    try:
+        epsf = build_epsf(image, np.asarray(table['x_centroid'], float),
+                          np.asarray(table['y_centroid'], float), size=size,
+                          oversampling=oversampling, maxiters=maxiters,
+                          local_sky=True)
+    except ValueError as exc:  # EPSFBuilder's own failures
+        raise CLIError(f'EPSFBuilder could not build an ePSF from the {n} '
+                       f'selected stars: {exc}') from exc
     if epsf is None:
         raise CLIError('EPSFBuilder could not build an ePSF from the '
                        f'{n} selected stars')

@@ -459,3 +459,74 @@ def test_fwhm_estimate_for_broad_stars(fwhm):
         table = sel(sim['image'])
     assert sel.fwhm_used_ == pytest.approx(fwhm, rel=0.2)
     assert len(table) >= 8
+
+
+# -- cutouts on a sky that varies over the image --------------------------------
+def _ramp_field(seed=4):
+    """Isolated stars on a steep sky ramp (sky 100 +- 300, noise 5)."""
+    rng = np.random.default_rng(seed)
+    shape = (200, 260)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = 100.0 + 300.0 * (2 * xx / (shape[1] - 1) - 1) + rng.normal(
+        0.0, 5.0, shape)
+    x, y, flux = _grid_stars(rng, shape, 30, FWHM, (20000.0, 40000.0),
+                             spacing=40)
+    render_profiles(img, x, y, flux, FWHM, kind='moffat', beta=3.0)
+    cat = Table({'x_centroid': x, 'y_centroid': y, 'flux': flux})
+    return img.astype(np.float32), cat
+
+
+def test_extract_stars_subtracts_each_cutouts_sky(selector):
+    """
+    The cutouts used to have the image's global sky subtracted: on a
+    sky that varies, the residual summed over a 25 x 25 cutout
+    outweighed the star (the M67 plate: EPSFBuilder failed with a
+    negative data sum). Each cutout now has its own sky subtracted.
+    """
+    from photutils.psf import EPSFBuilder
+    img, cat = _ramp_field()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        table = selector(img, candidates=cat)
+        stars = selector.extract_stars(img, size=25, candidates=cat)
+    assert len(stars) == len(table) >= 10
+    frame = np.ones((25, 25), bool)
+    frame[2:-2, 2:-2] = False
+    true = {}
+    for xt, yt, ft in zip(cat['x_centroid'], cat['y_centroid'], cat['flux'],
+                          strict=True):
+        true[(round(xt), round(yt))] = ft
+    for star in stars.all_stars:
+        # The border is sky: its median is zero within the noise.
+        assert abs(np.median(star.data[frame])) < 2.0
+        xc, yc = star.center
+        flux = true[(round(xc), round(yc))]
+        # The cutout holds the star's flux (less the Moffat wings in and
+        # beyond the border, about 2 per cent).
+        assert star.data.sum() == pytest.approx(flux, rel=0.04)
+    with _one_blas_thread():
+        result = EPSFBuilder(oversampling=2, maxiters=3,
+                             progress_bar=False)(stars)
+    epsf = result[0] if isinstance(result, tuple) else result.epsf
+    assert np.isfinite(epsf.data).all() and epsf.data.sum() > 0
+
+
+def test_extract_stars_m67_epsf(shared_data):
+    """The M67 plate, whose sky varies, gives an ePSF (it used to raise)."""
+    from astropy.io import fits
+    from photutils.psf import EPSFBuilder
+    path = shared_data / 'real' / 'astropy-data' / 'photometry_M6707HH.fits'
+    data = fits.getdata(path).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        stars = PSFStarSelector().extract_stars(data)
+    assert len(stars) >= 3
+    assert all(star.data.sum() > 0 for star in stars.all_stars)
+    with _one_blas_thread(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        result = EPSFBuilder(oversampling=4, maxiters=3,
+                             progress_bar=False)(stars)
+    epsf = result[0] if isinstance(result, tuple) else result.epsf
+    peak = np.unravel_index(np.argmax(epsf.data), epsf.data.shape)
+    centre = (np.array(epsf.data.shape) - 1) / 2
+    assert np.all(np.abs(np.array(peak) - centre) <= 4)

@@ -306,10 +306,15 @@ def _one_blas_thread():
     return threadpool_limits(1)
 
 
-def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10):
+def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10,
+               local_sky=False):
     """
     Build an ePSF with `~photutils.psf.EPSFBuilder` from stars at
     ``(x, y)`` of a background-subtracted image.
+
+    With ``local_sky=True`` each star's cutout also has its own sky
+    subtracted (a plane fitted to its 2-pixel border), as
+    `~cnnfind.PSFStarSelector.extract_stars` does.
 
     Returns the `~photutils.psf.ImagePSF` (or `None` with fewer than two
     usable stars).
@@ -327,6 +332,9 @@ def build_epsf(data, x, y, *, size=25, oversampling=4, maxiters=10):
         warnings.simplefilter('ignore')
         stars = extract_stars(NDData(np.asarray(data, float)),
                               Table({'x': x, 'y': y}), size=size)
+        if local_sky:
+            from cnnfind.psfstars._features import _subtract_local_sky
+            stars = _subtract_local_sky(stars)
         if len(stars) < 2:
             return None
         builder = EPSFBuilder(oversampling=oversampling, maxiters=maxiters,

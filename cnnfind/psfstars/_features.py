@@ -53,6 +53,64 @@ def _frame_median(stamps, valid, fallback):
     return np.where(np.isfinite(med), med, fallback)
 
 
+def _border_plane(data, good, n_iter=3, clip=3.0):
+    """
+    The sky under a cutout: a plane fitted to the valid pixels of its
+    2-pixel border, with pixels more than ``clip`` robust sigma off the
+    fit (a neighbour's wing, a cosmic ray) left out, evaluated on the
+    whole cutout. The border's median where too few pixels are valid.
+    """
+    frame = np.ones(data.shape, bool)
+    frame[2:-2, 2:-2] = False
+    yy, xx = np.indices(data.shape, dtype=float)
+    xx -= (data.shape[1] - 1) / 2
+    yy -= (data.shape[0] - 1) / 2
+    use = frame & good
+    if use.sum() < 12:
+        border = data[use]
+        return np.full(data.shape, np.median(border) if border.size else 0.0)
+    design = np.column_stack([np.ones(data.size), xx.ravel(), yy.ravel()])
+    values = data.ravel()
+    use = use.ravel()
+    for _ in range(n_iter):
+        coef = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
+        resid = values - design @ coef
+        spread = 1.4826 * np.median(np.abs(resid[use]))
+        keep = frame.ravel() & good.ravel() & (np.abs(resid)
+                                               <= clip * max(spread, 1e-30))
+        if keep.sum() < 12 or np.array_equal(keep, use):
+            break
+        use = keep
+    return (design @ coef).reshape(data.shape)
+
+
+def _subtract_local_sky(stars):
+    """
+    `~photutils.psf.EPSFStars` with each cutout's own sky subtracted: a
+    plane fitted to its 2-pixel border (see `_border_plane`).
+
+    An image's global sky leaves a residual on the cutouts of a frame
+    whose sky varies (vignetted plates, scattered light, a galaxy's
+    halo); summed over a cutout, that residual can outweigh the star's
+    flux and make `~photutils.psf.EPSFBuilder` fail to normalise the
+    ePSF. A plane rather than a constant also takes out a gradient
+    across the cutout.
+    """
+    from photutils.psf import EPSFStar, EPSFStars
+    out = []
+    for star in stars.all_stars:
+        data = np.asarray(star.data, float)
+        good = (np.ones(data.shape, bool) if star.weights is None
+                else np.asarray(star.weights) > 0)
+        sky = _border_plane(data, good)
+        out.append(EPSFStar(np.where(good, data - sky, 0.0),
+                            weights=star.weights,
+                            cutout_center=star.cutout_center,
+                            origin=star.origin, wcs_large=star.wcs_large,
+                            id_label=star.id_label))
+    return EPSFStars(out)
+
+
 def _measure(stamps, valid, x, y, xi, yi, sky, noise, fwhm, half):
     """
     Per-candidate measurements on sky-subtracted cutouts (``sky`` is one

@@ -23,6 +23,7 @@ from cnnfind.psfstars._features import (
     _core_fwhm,
     _pileup_level,
     _prepare_candidates,
+    _subtract_local_sky,
 )
 from cnnfind.runtime.normalize import valid_pixel_mask
 from cnnfind.runtime.registry import load_model
@@ -465,8 +466,10 @@ class PSFStarSelector:
         Cutouts of the selected stars, ready for
         `~photutils.psf.EPSFBuilder`.
 
-        The image's background (the sigma-clipped median) is subtracted
-        and masked / NaN pixels are masked in the cutouts.
+        Each cutout has its own sky subtracted (a plane fitted to its
+        2-pixel border, with outlying pixels left out), so a sky that
+        varies over the image does not bias the ePSF; masked / NaN
+        pixels are masked in the cutouts.
 
         Parameters
         ----------
@@ -498,4 +501,4 @@ class PSFStarSelector:
         cat = Table({'x': x, 'y': y})
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return extract_stars(nd, cat, size=size)
+            return _subtract_local_sky(extract_stars(nd, cat, size=size))

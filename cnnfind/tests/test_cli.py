@@ -823,6 +823,24 @@ def test_psfstars_table_and_epsf(psf_field, tmp_path, capsys):
     assert abs(peak[0] - 50) <= 2 and abs(peak[1] - 50) <= 2
 
 
+def test_psfstars_epsf_failure_is_reported(psf_field, tmp_path, capsys,
+                                           monkeypatch):
+    """EPSFBuilder's own errors fail the image with a clear message."""
+    import cnnfind.evaluation.psf as psf_module
+
+    def failing(*args, **kwargs):
+        raise ValueError('Cannot normalize ePSF')
+
+    monkeypatch.setattr(psf_module, 'build_epsf', failing)
+    path, _ = psf_field
+    status = cli.main(['psfstars', str(path), '-o', str(tmp_path / 'o'),
+                       '--fwhm', '3.5', '--epsf'])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert 'EPSFBuilder could not build an ePSF' in err
+    assert 'Cannot normalize ePSF' in err
+
+
 def test_psfstars_candidates_and_rejected(psf_field, tmp_path, capsys):
     path, _ = psf_field
     cands = tmp_path / 'cands'

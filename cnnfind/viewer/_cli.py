@@ -36,7 +36,8 @@ def add_arguments(parser):
     parser.add_argument('--threshold', '--threshold-sigma', type=float,
                         default=5.0, dest='threshold_sigma', metavar='K',
                         help='detection threshold in units of the background '
-                             'standard deviation (default: 5)')
+                             'pixel noise, as find --threshold-sigma '
+                             '(default: 5)')
     parser.add_argument('--port', type=int, default=0,
                         help='TCP port on 127.0.0.1 (default: a free one)')
     parser.add_argument('--out', default=None,
