@@ -220,6 +220,92 @@ def test_dead_column_not_smeared(denoiser, field, value):
         assert abs(np.median(out[:, col] - truth[:, col])) < 0.2 * noise
 
 
+@pytest.mark.parametrize('pixels, values', [
+    ([(0, 0), (1, 0), (1, 1)], [0.8, 1.0, 0.8]),     # L, corner brightest
+    ([(0, 0), (0, 1), (1, 0), (1, 1)], [1.0] * 4),    # 2x2 block
+    ([(0, 0), (0, 1), (0, 2)], [0.7, 1.0, 0.7]),      # track, middle brightest
+])
+@pytest.mark.parametrize('y0, x0', [(120, 150), (40, 40)])
+def test_cosmic_ray_group_not_smeared(denoiser, field, denoised, pixels,
+                                      values, y0, x0):
+    # No pixel of these is sharp by itself (a brighter or a second bright
+    # side neighbour): the group is tested as a whole.
+    img = field['image'].copy()
+    noise = field['noise']
+    cr = np.zeros(img.shape, bool)
+    for (dy, dx), v in zip(pixels, values, strict=True):
+        cr[y0 + dy, x0 + dx] = True
+        img[y0 + dy, x0 + dx] += 100 * noise * v
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[cr], img[cr])
+    near = ndimage.binary_dilation(cr, iterations=3) & ~cr
+    changed = np.abs(out - denoised)[near] / noise
+    assert np.median(changed) < 0.05 and changed.max() < 0.3
+
+
+@pytest.mark.parametrize('where, across, k', [
+    ((slice(None), 90), 1, 4.0),     # full column, 4 noise levels
+    ((slice(None), 90), 1, 20.0),
+    ((slice(30, 80), 90), 1, 10.0),  # 50-pixel segment
+    ((70, slice(None)), 0, 5.0),     # full row
+])
+def test_hot_column_not_smeared(denoiser, field, denoised, where, across,
+                                k):
+    # An unmasked hot column or row is returned unchanged and does not
+    # bias the five columns (rows) on either side.
+    img = field['image'].copy()
+    noise = field['noise']
+    line = np.zeros(img.shape, bool)
+    line[where] = True
+    img[line] += k * noise
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[line], img[line])
+    for shift in (-5, -4, -3, -2, -1, 1, 2, 3, 4, 5):
+        beside = np.roll(line, shift, axis=across)
+        assert abs(np.mean((out - denoised)[beside])) < 0.1 * noise
+
+
+def test_hot_row_on_nebula_not_smeared(denoiser):
+    # Hidden from the network, a whole row on bright nebulosity would
+    # bias the rows beside it by half a noise level; it is shown to the
+    # network with its excess taken off instead.
+    f = simulate_denoise_field((128, 128), 'nebula', seed=501, fwhm=3.0)
+    noise = f['noise']
+    ref = denoiser(f['image'])
+    img = f['image'].copy()
+    img[64] += 10 * noise
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[64], img[64])
+    for row in (59, 60, 61, 62, 63, 65, 66, 67, 68, 69):
+        assert abs(np.mean(out[row] - ref[row])) < 0.15 * noise
+
+
+@pytest.mark.parametrize('kind', ['stars', 'galaxies', 'nebula'])
+def test_group_and_line_rules_spare_sources(kind):
+    # Neither the cosmic-ray group test nor the hot-line test flags a
+    # pixel of fields without defects (which then denoise exactly as
+    # without them), down to under-sampled stars of FWHM 1.2.
+    from cnnfind.denoise._prepare import noise_model
+    from cnnfind.denoise.denoiser import (
+        _OUTER_RING,
+        _hot_lines,
+        _small_groups,
+    )
+    from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+
+    for fwhm, seed in ((1.2, 7200), (2.0, 7201), (3.0, 7202), (6.0, 7203)):
+        f = simulate_denoise_field((192, 192), kind, seed=seed, fwhm=fwhm)
+        valid = valid_pixel_mask(f['image'])
+        sky, noise = robust_sky_noise(f['image'], valid)
+        x = ((f['image'] - sky) / noise).astype(np.float32)
+        s0, alpha = noise_model(x, valid)
+        local = ndimage.median_filter(x, footprint=_OUTER_RING, mode='mirror')
+        assert not _small_groups(x, valid, 6.0, local, x - local, s0,
+                                 alpha).any()
+        lines, excess = _hot_lines(x, valid, 6.0)
+        assert not lines.any() and not excess.any()
+
+
 def test_hot_pixel_not_smeared(denoiser, field, denoised):
     img = field['image'].copy()
     noise = field['noise']

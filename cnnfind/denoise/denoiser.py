@@ -83,8 +83,12 @@ class N2VDenoiser:
         beyond half of it) are hidden from the network in a second pass
         and returned unchanged, so that they are neither smeared into
         their neighbours nor removed. Cosmic rays of a few pixels (sharper
-        than any PSF) and dead columns or rows more than this many noise
-        levels below both sides are treated the same way. `None` disables the check.
+        than any PSF: single pixels, pairs, L shapes, 2x2 blocks and short
+        tracks), dead columns or rows more than this many noise levels
+        below both sides, and hot (elevated) columns or rows one pixel
+        wide, significant at this many noise levels over their length
+        (a few noise levels above the sky over a few tens of pixels),
+        are treated the same way. `None` disables the check.
     tile : int, optional
         Core tile size in pixels (memory grows with its square).
     batch : int, optional
@@ -248,11 +252,20 @@ class N2VDenoiser:
             # cosmic rays, dead pixels): hide them and predict again
             # where they are, so they cannot leak into their neighbours.
             outliers = self._outliers(z, mean, logv, net_valid)
-            outliers |= _sharp_outliers(x, net_valid, self.outlier_sigma)
-            if outliers.any():
+            outliers |= _sharp_outliers(x, net_valid, self.outlier_sigma,
+                                        s0=s0, alpha=alpha)
+            # Hot columns and rows are returned unchanged too, but the
+            # network sees them with their excess taken off: hidden, whole
+            # lines bias the pixels beside them on bright nebulosity.
+            lines, excess = _hot_lines(x, net_valid, self.outlier_sigma)
+            outliers &= ~lines
+            if lines.any():
+                z = np.where(lines, to_net_space(x - excess, self._scale), z)
+            if outliers.any() or lines.any():
                 net_valid &= ~outliers
-                keep |= outliers
-                redo = [w for w in windows if outliers[w[1]].any()]
+                keep |= outliers | lines
+                redo = [w for w in windows
+                        if (outliers[w[1]].any() or lines[w[1]].any())]
                 m2, l2 = self._predict(z, net_valid, redo, progress)
                 for core, _ in redo:
                     mean[core], logv[core] = m2[core], l2[core]
@@ -354,8 +367,37 @@ _SHARP_FRACTION = 0.1
 #: make a bad column or row segment.
 _MIN_LINE = 5
 
+#: Most pixels of a cosmic-ray group (L shapes, 2x2 blocks, short tracks)
+#: tested as a whole by `_small_groups`.
+_GROUP_MAX = 4
 
-def _sharp_outliers(x, valid, nsigma):
+#: Largest mean excess of the side neighbours of such a group, as a
+#: fraction of the group's mean excess. The PSF puts more there: at least
+#: 0.14 for a Moffat (beta = 3) PSF and 0.051 for a Gaussian one of FWHM
+#: 1.2 pixels, whatever the sub-pixel position.
+_GROUP_FRACTION = 0.04
+
+#: Margin, in noise levels of the side neighbours' mean, by which it must
+#: be below that fraction (faint stars of FWHM 1.2 whose light is split
+#: between 2x2 pixels are otherwise taken for cosmic rays).
+_GROUP_MARGIN = 3.0
+
+#: Length in pixels of the running median along a column (or row) of
+#: `_hot_lines`.
+_LINE_WINDOW = 15
+
+#: Fewest consecutive running medians above half the threshold that make
+#: a candidate hot column or row segment.
+_MIN_HOT_RUN = 12
+
+#: Largest excess of the columns beside a hot column over the smooth
+#: profile through the columns two and three away, as a fraction of the
+#: hot column's own excess. A PSF has at least 0.34 (Gaussian, FWHM 1.2
+#: pixels; 0.48 for Moffat), smooth light such as nebulosity much more.
+_LINE_FRACTION = 0.2
+
+
+def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
     """
     Cosmic rays of a few pixels and dead columns or rows, in the
     noise-normalised image ``x``: defects that the blind-spot test misses
@@ -367,10 +409,29 @@ def _sharp_outliers(x, valid, nsigma):
     than ``_SHARP_FRACTION`` of its excess: sharper than any PSF, which
     spreads its light over all four. These seeds grow (up to three
     pixels) over the connected pixels more than half of ``nsigma`` above
-    their local sky, which catches the rest of a track. A bad
+    their local sky, which catches the rest of a track. Groups of two to
+    ``_GROUP_MAX`` such pixels whose brightest pixel is not sharp by
+    itself (L shapes, 2x2 blocks) are tested as a whole, see
+    `_small_groups`. A bad
     column pixel is more than ``nsigma`` below both its left and right
     neighbours, in a run of at least ``_MIN_LINE`` such pixels along the
     column (and likewise for rows), which stars and galaxies do not make.
+
+    Parameters
+    ----------
+    x : 2D float `~numpy.ndarray`
+        The image minus its sky, in units of the sky noise.
+    valid : 2D bool `~numpy.ndarray`
+        `True` for the pixels to use.
+    nsigma : float
+        The threshold in noise levels.
+    s0, alpha : float, optional
+        The noise model of `~cnnfind.denoise._prepare.noise_model`:
+        variance ``s0 * (1 + alpha * max(x, 0))``.
+
+    Returns
+    -------
+    outliers : 2D bool `~numpy.ndarray`
     """
     x = np.where(valid, x, np.float32(0.0)).astype(np.float32, copy=False)
     sky = ndimage.median_filter(x, footprint=_OUTER_RING, mode='mirror')
@@ -389,6 +450,7 @@ def _sharp_outliers(x, valid, nsigma):
         out = ndimage.binary_dilation(seeds, np.ones((3, 3), bool),
                                       iterations=3,
                                       mask=valid & (excess > 0.5 * nsigma))
+    out = out | _small_groups(x, valid, nsigma, sky, excess, s0, alpha)
     pad = np.pad(np.where(valid, x, np.nan), 1, constant_values=np.nan)
     for axis, (before, after) in enumerate(((pad[1:-1, :-2], pad[1:-1, 2:]),
                                             (pad[:-2, 1:-1], pad[2:, 1:-1]))):
@@ -406,6 +468,270 @@ def _sharp_outliers(x, valid, nsigma):
         sizes = ndimage.sum(low, labels, np.arange(1, n + 1))
         out |= np.isin(labels, np.flatnonzero(sizes >= _MIN_LINE) + 1)
     return out
+
+
+def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0):
+    """
+    Cosmic rays of two to ``_GROUP_MAX`` touching pixels that the
+    single-pixel test of `_sharp_outliers` misses: L shapes whose corner
+    is the brightest pixel, 2x2 blocks, short straight tracks.
+
+    A group is a set of 8-connected valid pixels more than half of
+    ``nsigma`` above their local sky (``excess``, over ``sky``), at least
+    one of them more than ``nsigma``, away from the image border. It is a
+    cosmic ray when its side neighbours (the pixels that share a side with
+    it) are, on average, less than ``_GROUP_FRACTION`` of its mean excess
+    above its sky, by a margin of ``_GROUP_MARGIN`` times the noise of
+    that average (from the noise model ``s0 * (1 + alpha * max(sky, 0))``
+    or the robust spread of the local sky around the group's brightest
+    pixel, whichever is larger, so that structure under the group, such
+    as the gradient of a galaxy, makes the test stricter): a PSF puts
+    more light there, so that a cosmic ray on the sky must be some 30
+    noise levels bright to be told from a faint under-sampled star.
+
+    Returns
+    -------
+    groups : 2D bool `~numpy.ndarray`
+        `True` on the pixels of the groups taken for cosmic rays.
+    """
+    grown = valid & (excess > 0.5 * nsigma)
+    labels, n = ndimage.label(grown, np.ones((3, 3), bool))
+    none = np.zeros(x.shape, bool)
+    if n == 0:
+        return none
+    index = np.arange(1, n + 1)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    cand = ((sizes >= 2) & (sizes <= _GROUP_MAX)
+            & (ndimage.maximum(excess, labels, index) > nsigma))
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0],
+                             labels[:, -1]])
+    cand[np.unique(border[border > 0]) - 1] = False
+    if not cand.any():
+        return none
+    small = np.where(np.concatenate([[False], cand])[labels], labels, 0)
+    # each side neighbour, labelled with the group it touches (no pixel of
+    # another group can touch one: it would be part of it)
+    side = ndimage.grey_dilation(small, footprint=ndimage.
+                                 generate_binary_structure(2, 1))
+    side = np.where((labels == 0) & valid, side, 0).ravel()
+    nside = np.bincount(side, minlength=n + 1)[1:]
+    sums = np.bincount(side, weights=x.ravel(), minlength=n + 1)[1:]
+    level = ndimage.mean(sky, labels, index)
+    sd = np.sqrt(s0 * (1.0 + alpha * np.maximum(level, 0.0)))
+    # the robust spread of the local sky (the ring around the brightest
+    # pixel) where it is larger: Poisson noise, and the gradient of a
+    # galaxy or nebula under the group, which biases its sky
+    peaks = np.array(ndimage.maximum_position(excess, labels,
+                                              index[cand])).reshape(-1, 2)
+    dy, dx = np.nonzero(_OUTER_RING)
+    ring = np.pad(x, 2, mode='reflect')[peaks[:, :1] + dy, peaks[:, 1:] + dx]
+    ring = np.abs(ring - np.median(ring, axis=1, keepdims=True))
+    sd[cand] = np.maximum(sd[cand], 1.4826 * np.median(ring, axis=1))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        side_excess = sums / nside - level
+        faint = (side_excess + _GROUP_MARGIN * sd / np.sqrt(nside)
+                 < _GROUP_FRACTION * ndimage.mean(excess, labels, index))
+    found = cand & (nside >= 4) & faint
+    return np.concatenate([[False], found])[labels]
+
+
+def _hot_lines(x, valid, nsigma):
+    """
+    Hot (elevated) columns and rows one pixel wide, in the
+    noise-normalised image ``x``: the blind-spot test misses them because
+    their pixels predict each other along the line, and they bias the
+    columns beside them.
+
+    See `_hot_columns`, applied to the image and to its transpose.
+
+    Parameters
+    ----------
+    x : 2D float `~numpy.ndarray`
+        The image minus its sky, in units of the sky noise.
+    valid : 2D bool `~numpy.ndarray`
+        `True` for the pixels to use.
+    nsigma : float
+        The threshold in noise levels.
+
+    Returns
+    -------
+    lines : 2D bool `~numpy.ndarray`
+        `True` on the pixels of the hot columns and rows.
+    excess : 2D float32 `~numpy.ndarray`
+        Their excess over the columns (or rows) beside them, in the units
+        of ``x`` (a running median along each segment); 0 elsewhere.
+    """
+    xn = np.where(valid, x, np.nan).astype(np.float32)
+    out, excess = _hot_columns(xn, nsigma)
+    out_t, excess_t = _hot_columns(np.ascontiguousarray(xn.T), nsigma)
+    out |= out_t.T
+    excess += excess_t.T
+    excess[~valid] = 0.0
+    return out & valid, excess
+
+
+def _hot_columns(x, nsigma):
+    """
+    Hot column segments of an image, see `_hot_lines`.
+
+    At each pixel of column ``c``, ``d`` is its excess over the smooth
+    profile (quadratic in the distance) through the means ``p1``, ``p2``
+    of the columns one and two away, so that smooth light and the wings
+    of stars give little; ``e`` is the excess of ``p1`` over the smooth
+    profile through ``p2`` and the mean ``p3`` of the columns three away:
+    none for a hot column, a large fraction of ``d`` for any PSF or
+    extended source. Both are in units of the noise of ``d``, measured
+    (mean absolute value over ``_LINE_WINDOW`` rows) in the columns three
+    and four away, which counts Poisson noise and the structure of nearby
+    sources. Candidate segments are runs of at least ``_MIN_HOT_RUN``
+    rows where the running median of ``d`` over ``_LINE_WINDOW`` rows is
+    significant at half of ``nsigma``, or of at least ``_MIN_LINE``
+    pixels with ``d`` above ``nsigma`` each; their ends are trimmed, then
+    extended (`_trim_segment`), and `_is_hot_segment` decides.
+
+    Parameters
+    ----------
+    x : 2D float32 `~numpy.ndarray`
+        The noise-normalised image, NaN where invalid.
+    nsigma : float
+        The threshold in noise levels.
+
+    Returns
+    -------
+    lines : 2D bool `~numpy.ndarray`
+        The hot column segments.
+    excess : 2D float32 `~numpy.ndarray`
+        Their ``d`` in the units of ``x`` (running median over
+        ``_LINE_WINDOW`` rows); 0 elsewhere.
+    """
+    ny, nx = x.shape
+    out = np.zeros(x.shape, bool)
+    excess = np.zeros(x.shape, np.float32)
+    if nx < 9:
+        return out, excess
+
+    def columns(a, offsets):
+        # mean of ``a`` shifted by ``offsets`` columns (NaN outside)
+        pad = np.pad(a, ((0, 0), (4, 4)), constant_values=np.nan)
+        return sum(pad[:, 4 + o:4 + o + nx] for o in offsets) / len(offsets)
+
+    p1 = columns(x, (-1, 1))
+    p2 = columns(x, (-2, 2))
+    raw = x - np.float32(4.0 / 3.0) * p1 + p2 / np.float32(3.0)
+    e = p1 - np.float32(1.6) * p2 + np.float32(0.6) * columns(x, (-3, 3))
+    del p1, p2
+    ok = np.isfinite(raw)
+    num = ndimage.uniform_filter1d(np.where(ok, np.abs(raw), np.float32(0.0)),
+                                   _LINE_WINDOW, axis=0, mode='nearest')
+    den = ndimage.uniform_filter1d(ok.astype(np.float32), _LINE_WINDOW,
+                                   axis=0, mode='nearest')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        mad = np.where(den > 0.5, num / den, np.float32(np.nan))
+    del num, den, ok
+    pad = np.pad(mad, ((0, 0), (4, 4)), constant_values=np.nan)
+    total = np.zeros(x.shape, np.float32)
+    count = np.zeros(x.shape, np.float32)
+    for o in (-4, -3, 3, 4):
+        near = pad[:, 4 + o:4 + o + nx]
+        good = np.isfinite(near)
+        total += np.where(good, near, np.float32(0.0))
+        count += good
+    del pad, mad
+    with np.errstate(invalid='ignore', divide='ignore'):
+        sig = np.float32(np.sqrt(np.pi / 2)) * total / count
+    sig[~(sig > 0)] = np.inf
+    del total, count
+    e /= sig
+    with np.errstate(invalid='ignore'):
+        dz = raw / sig
+    dz[~np.isfinite(dz)] = 0.0
+    # z score of the running median (efficiency 2/pi of the mean)
+    z = (ndimage.median_filter(dz, size=(_LINE_WINDOW, 1), mode='nearest')
+         * np.float32(np.sqrt(2.0 * _LINE_WINDOW / np.pi)))
+    along = np.zeros((3, 3), bool)
+    along[:, 1] = True
+    cand = np.zeros(x.shape, bool)
+    for run, least in ((z > 0.5 * nsigma, _MIN_HOT_RUN),
+                       (dz > nsigma, _MIN_LINE)):
+        labels, n = ndimage.label(run, along)
+        if n:
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            sizes[0] = 0
+            cand |= (sizes >= least)[labels]
+    del z, dz
+    labels, _ = ndimage.label(cand, along)
+    for sl in ndimage.find_objects(labels):
+        c = sl[1].start
+        r0, r1 = _trim_segment(raw[:, c], sl[0].start, sl[0].stop)
+        if r1 - r0 >= _MIN_LINE and _is_hot_segment(raw, sig, e, r0, r1, c,
+                                                    nsigma):
+            out[r0:r1, c] = True
+            seg = raw[r0:r1, c]
+            finite = np.isfinite(seg)
+            seg = np.where(finite, seg, np.median(seg[finite]))
+            excess[r0:r1, c] = ndimage.median_filter(seg, _LINE_WINDOW,
+                                                     mode='nearest')
+    return out, excess
+
+
+def _is_hot_segment(raw, sig, e, start, stop, c, nsigma):
+    """
+    Whether rows ``start:stop`` of column ``c`` make a hot column, with
+    ``d`` of `_hot_columns` in the units of the image (``raw``), its
+    noise ``sig``, and ``e`` in units of ``sig``.
+
+    Its inliers are the pixels whose ``d`` is within three typical noise
+    levels (plus a quarter of the median) of the segment's median and
+    whose ``e`` is within 3 of 0: a source crossing the line is left out.
+    They must make at least three quarters of the segment, and over them
+    the median ``d / sig`` must be significant at ``nsigma`` (a line of
+    a few noise levels needs a few tens of pixels), larger than that of
+    the columns one and two away (not the echo of a brighter line) and
+    more than 1 / ``_LINE_FRACTION`` times the median ``e`` (not a
+    source, however narrow).
+    """
+    seg = raw[start:stop, c]
+    noise = sig[start:stop, c]
+    ee = e[start:stop, c]
+    level = np.nanmedian(seg)
+    with np.errstate(invalid='ignore'):
+        inliers = ((np.abs(seg - level)
+                    < 3.0 * np.median(noise) + 0.25 * abs(level))
+                   & (np.abs(ee) < 3.0))
+    n = int(inliers.sum())
+    if n < max(_MIN_LINE, 0.75 * seg.size):
+        return False
+    level = np.median((seg / noise)[inliers])
+    if not (level * np.sqrt(2.0 * n / np.pi) > nsigma
+            and abs(np.median(ee[inliers])) < _LINE_FRACTION * level):
+        return False
+    beside = [np.median((raw[start:stop, cc] / sig[start:stop, cc])[inliers])
+              for cc in (c - 2, c - 1, c + 1, c + 2) if 0 <= cc < raw.shape[1]]
+    beside = [b for b in beside if np.isfinite(b)]
+    return bool(beside) and bool(level > max(beside))
+
+
+def _trim_segment(d, start, stop):
+    """
+    ``start, stop`` of a run of ``d`` narrowed to the pixels above half
+    its median, then widened over the neighbouring pixels between half
+    and three times the new median (not into a source).
+    """
+    if not np.isfinite(d[start:stop]).any():
+        return start, start
+    half = 0.5 * np.nanmedian(d[start:stop])
+    while stop - start > 1 and not d[start] > half:
+        start += 1
+    while stop - start > 1 and not d[stop - 1] > half:
+        stop -= 1
+    if not d[start] > half:
+        return start, start
+    half = 0.5 * np.nanmedian(d[start:stop])
+    while start > 0 and half < d[start - 1] < 6.0 * half:
+        start -= 1
+    while stop < len(d) and half < d[stop] < 6.0 * half:
+        stop += 1
+    return start, stop
 
 
 def _combine_masks(mask1, mask2, shape):
