@@ -261,11 +261,11 @@ class N2VDenoiser:
             outliers &= ~lines
             if lines.any():
                 z = np.where(lines, to_net_space(x - excess, self._scale), z)
-            if outliers.any() or lines.any():
+            held = outliers | lines
+            if held.any():
                 net_valid &= ~outliers
-                keep |= outliers | lines
-                redo = [w for w in windows
-                        if (outliers[w[1]].any() or lines[w[1]].any())]
+                keep |= held
+                redo = [w for w in windows if held[w[1]].any()]
                 m2, l2 = self._predict(z, net_valid, redo, progress)
                 for core, _ in redo:
                     mean[core], logv[core] = m2[core], l2[core]
@@ -367,6 +367,11 @@ _SHARP_FRACTION = 0.1
 #: make a bad column or row segment.
 _MIN_LINE = 5
 
+#: 3x3 structures that connect pixels down a column (index 0) or along a
+#: row (index 1) only.
+_ALONG = (np.array([[0, 1, 0]] * 3, bool), np.array([[0, 1, 0]] * 3, bool).T)
+
+
 #: Most pixels of a cosmic-ray group (L shapes, 2x2 blocks, short tracks)
 #: tested as a whole by `_small_groups`.
 _GROUP_MAX = 4
@@ -456,18 +461,21 @@ def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
                                             (pad[:-2, 1:-1], pad[2:, 1:-1]))):
         with np.errstate(invalid='ignore'):
             low = valid & (np.minimum(before, after) - x > nsigma)
-        if not low.any():
-            continue
-        # runs along the columns (axis 0) for a left/right test, etc.
-        structure = np.zeros((3, 3), bool)
-        if axis == 0:
-            structure[:, 1] = True
-        else:
-            structure[1, :] = True
-        labels, n = ndimage.label(low, structure)
-        sizes = ndimage.sum(low, labels, np.arange(1, n + 1))
-        out |= np.isin(labels, np.flatnonzero(sizes >= _MIN_LINE) + 1)
+        if low.any():
+            # runs along the columns (axis 0) for a left/right test, etc.
+            out |= _long_runs(low, _MIN_LINE, axis)
     return out
+
+
+def _long_runs(mask, least, axis=0):
+    """
+    The pixels of ``mask`` in runs of at least ``least`` pixels down a
+    column (``axis=0``) or along a row (``axis=1``).
+    """
+    labels, n = ndimage.label(mask, _ALONG[axis])
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return (sizes >= least)[labels]
 
 
 def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0):
@@ -610,15 +618,16 @@ def _hot_columns(x, nsigma):
     if nx < 9:
         return out, excess
 
-    def columns(a, offsets):
-        # mean of ``a`` shifted by ``offsets`` columns (NaN outside)
-        pad = np.pad(a, ((0, 0), (4, 4)), constant_values=np.nan)
-        return sum(pad[:, 4 + o:4 + o + nx] for o in offsets) / len(offsets)
+    xpad = np.pad(x, ((0, 0), (4, 4)), constant_values=np.nan)
 
-    p1 = columns(x, (-1, 1))
-    p2 = columns(x, (-2, 2))
+    def columns(offsets):
+        # mean of ``x`` shifted by ``offsets`` columns (NaN outside)
+        return sum(xpad[:, 4 + o:4 + o + nx] for o in offsets) / len(offsets)
+
+    p1 = columns((-1, 1))
+    p2 = columns((-2, 2))
     raw = x - np.float32(4.0 / 3.0) * p1 + p2 / np.float32(3.0)
-    e = p1 - np.float32(1.6) * p2 + np.float32(0.6) * columns(x, (-3, 3))
+    e = p1 - np.float32(1.6) * p2 + np.float32(0.6) * columns((-3, 3))
     del p1, p2
     ok = np.isfinite(raw)
     num = ndimage.uniform_filter1d(np.where(ok, np.abs(raw), np.float32(0.0)),
@@ -648,18 +657,10 @@ def _hot_columns(x, nsigma):
     # z score of the running median (efficiency 2/pi of the mean)
     z = (ndimage.median_filter(dz, size=(_LINE_WINDOW, 1), mode='nearest')
          * np.float32(np.sqrt(2.0 * _LINE_WINDOW / np.pi)))
-    along = np.zeros((3, 3), bool)
-    along[:, 1] = True
-    cand = np.zeros(x.shape, bool)
-    for run, least in ((z > 0.5 * nsigma, _MIN_HOT_RUN),
-                       (dz > nsigma, _MIN_LINE)):
-        labels, n = ndimage.label(run, along)
-        if n:
-            sizes = np.bincount(labels.ravel(), minlength=n + 1)
-            sizes[0] = 0
-            cand |= (sizes >= least)[labels]
+    cand = (_long_runs(z > 0.5 * nsigma, _MIN_HOT_RUN)
+            | _long_runs(dz > nsigma, _MIN_LINE))
     del z, dz
-    labels, _ = ndimage.label(cand, along)
+    labels, _ = ndimage.label(cand, _ALONG[0])
     for sl in ndimage.find_objects(labels):
         c = sl[1].start
         r0, r1 = _trim_segment(raw[:, c], sl[0].start, sl[0].stop)

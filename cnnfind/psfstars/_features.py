@@ -42,10 +42,16 @@ def _cutouts(data, valid, x, y, half):
     return dp[rows, cols], vp[rows, cols], xi, yi
 
 
+def _frame(shape):
+    """`True` on the 2-pixel border of a cutout of ``shape``."""
+    frame = np.ones(shape, bool)
+    frame[2:-2, 2:-2] = False
+    return frame
+
+
 def _frame_median(stamps, valid, fallback):
     """Median of the valid pixels of each cutout's 2-pixel border."""
-    frame = np.ones(stamps.shape[1:], bool)
-    frame[2:-2, 2:-2] = False
+    frame = _frame(stamps.shape[1:])
     vals = np.where(valid & frame, stamps, np.nan)[:, frame]
     with np.errstate(all='ignore'), warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
@@ -60,24 +66,22 @@ def _border_plane(data, good, n_iter=3, clip=3.0):
     fit (a neighbour's wing, a cosmic ray) left out, evaluated on the
     whole cutout. The border's median where too few pixels are valid.
     """
-    frame = np.ones(data.shape, bool)
-    frame[2:-2, 2:-2] = False
+    border = _frame(data.shape) & good
+    if border.sum() < 12:
+        values = data[border]
+        return np.full(data.shape, np.median(values) if values.size else 0.0)
     yy, xx = np.indices(data.shape, dtype=float)
     xx -= (data.shape[1] - 1) / 2
     yy -= (data.shape[0] - 1) / 2
-    use = frame & good
-    if use.sum() < 12:
-        border = data[use]
-        return np.full(data.shape, np.median(border) if border.size else 0.0)
     design = np.column_stack([np.ones(data.size), xx.ravel(), yy.ravel()])
     values = data.ravel()
-    use = use.ravel()
+    border = border.ravel()
+    use = border
     for _ in range(n_iter):
         coef = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
         resid = values - design @ coef
         spread = 1.4826 * np.median(np.abs(resid[use]))
-        keep = frame.ravel() & good.ravel() & (np.abs(resid)
-                                               <= clip * max(spread, 1e-30))
+        keep = border & (np.abs(resid) <= clip * max(spread, 1e-30))
         if keep.sum() < 12 or np.array_equal(keep, use):
             break
         use = keep
