@@ -84,11 +84,14 @@ class N2VDenoiser:
         and returned unchanged, so that they are neither smeared into
         their neighbours nor removed. Cosmic rays of a few pixels (sharper
         than any PSF: single pixels, pairs, L shapes, 2x2 blocks and short
-        tracks), dead columns or rows more than this many noise levels
-        below both sides, and hot (elevated) columns or rows one pixel
-        wide, significant at this many noise levels over their length
-        (a few noise levels above the sky over a few tens of pixels),
-        are treated the same way. `None` disables the check.
+        tracks) and dead columns or rows more than this many noise levels
+        below both sides are treated the same way. Hot (elevated) columns
+        or rows one pixel wide, significant at this many noise levels
+        over their length (a few noise levels above the sky over a few
+        tens of pixels), are denoised with their excess over the columns
+        beside them taken off, which is then added back: the line is
+        kept, its noise removed, and its neighbours are not biased.
+        `None` disables the check.
     tile : int, optional
         Core tile size in pixels (memory grows with its square).
     batch : int, optional
@@ -247,6 +250,7 @@ class N2VDenoiser:
         windows = list(tile_windows(data.shape, self.tile, self._halo,
                                     self._multiple))
         mean, logv = self._predict(z, net_valid, windows, progress)
+        lines = None
         if self.outlier_sigma is not None:
             # Pixels the neighbourhood cannot explain at all (hot pixels,
             # cosmic rays, dead pixels): hide them and predict again
@@ -254,9 +258,11 @@ class N2VDenoiser:
             outliers = self._outliers(z, mean, logv, net_valid)
             outliers |= _sharp_outliers(x, net_valid, self.outlier_sigma,
                                         s0=s0, alpha=alpha)
-            # Hot columns and rows are returned unchanged too, but the
-            # network sees them with their excess taken off: hidden, whole
-            # lines bias the pixels beside them on bright nebulosity.
+            # Hot columns and rows are denoised with their excess taken
+            # off, which is added back afterwards: hidden, whole lines
+            # would bias the pixels beside them on bright nebulosity, and
+            # returned raw, the faint line-like patterns of real frames
+            # would stay noisy.
             lines, excess = _hot_lines(x, net_valid, self.outlier_sigma)
             outliers &= ~lines
             if lines.any():
@@ -264,7 +270,7 @@ class N2VDenoiser:
             held = outliers | lines
             if held.any():
                 net_valid &= ~outliers
-                keep |= held
+                keep |= outliers
                 redo = [w for w in windows if held[w[1]].any()]
                 m2, l2 = self._predict(z, net_valid, redo, progress)
                 for core, _ in redo:
@@ -277,6 +283,8 @@ class N2VDenoiser:
         zhat = np.where(net_valid, mean + w * (z - mean), mean)
         out = from_net_space(zhat, self._scale) * np.float32(noise)
         out += np.float32(sky)
+        if lines is not None:
+            out[lines] += excess[lines] * np.float32(noise)
         out[keep] = data[keep]
         if self.restore_flux is not None:
             out += _smoothed_residual(data, out, valid,
@@ -390,6 +398,11 @@ _GROUP_MARGIN = 3.0
 #: Length in pixels of the running median along a column (or row) of
 #: `_hot_lines`.
 _LINE_WINDOW = 15
+
+#: Length in pixels of the running median along a hot column (or row)
+#: that estimates its excess: long, since the excess is added back to the
+#: denoised line and its error stays there.
+_EXCESS_WINDOW = 63
 
 #: Fewest consecutive running medians above half the threshold that make
 #: a candidate hot column or row segment.
@@ -610,7 +623,7 @@ def _hot_columns(x, nsigma):
         The hot column segments.
     excess : 2D float32 `~numpy.ndarray`
         Their ``d`` in the units of ``x`` (running median over
-        ``_LINE_WINDOW`` rows); 0 elsewhere.
+        ``_EXCESS_WINDOW`` rows); 0 elsewhere.
     """
     ny, nx = x.shape
     out = np.zeros(x.shape, bool)
@@ -670,8 +683,8 @@ def _hot_columns(x, nsigma):
             seg = raw[r0:r1, c]
             finite = np.isfinite(seg)
             seg = np.where(finite, seg, np.median(seg[finite]))
-            excess[r0:r1, c] = ndimage.median_filter(seg, _LINE_WINDOW,
-                                                     mode='nearest')
+            excess[r0:r1, c] = ndimage.median_filter(
+                seg, min(_EXCESS_WINDOW, seg.size), mode='nearest')
     return out, excess
 
 
