@@ -217,7 +217,7 @@ def _match_scaled(xt, yt, rt, xd, yd):
     return owner
 
 
-def _segment_sweep(image, fwhm, thresholds, deblend=True):
+def _segment_sweep(image, fwhm, thresholds, deblend=True, kernel_factor=1.0):
     """
     Windowed centroids of the photutils ``SourceFinder`` segments at
     each threshold (in units of the background RMS map), the way
@@ -226,6 +226,8 @@ def _segment_sweep(image, fwhm, thresholds, deblend=True):
     ``n_pixels=10``. The background and the convolution are done once.
     ``exclude_percentile=50``: on a very smooth (denoised) sky sigma
     clipping rejects more than the default 10 % of most boxes (BM3D).
+    ``kernel_factor`` scales the kernel's FWHM; 0 segments the image
+    without convolving it (the denoised images are smooth already).
     """
     import importlib.util
 
@@ -242,8 +244,12 @@ def _segment_sweep(image, fwhm, thresholds, deblend=True):
     data = np.asarray(image, float)
     bkg = Background2D(data, 64, filter_size=(3, 3), exclude_percentile=50)
     sub = data - bkg.background
-    size = 2 * max(1, int(np.ceil(1.5 * fwhm))) + 1
-    conv = convolve(sub, make_2dgaussian_kernel(fwhm, size=size))
+    if kernel_factor > 0:
+        kf = kernel_factor * fwhm
+        size = 2 * max(1, int(np.ceil(1.5 * kf))) + 1
+        conv = convolve(sub, make_2dgaussian_kernel(kf, size=size))
+    else:
+        conv = sub
     rms = np.asarray(bkg.background_rms)
     finder = SourceFinder(n_pixels=10, deblend=deblend, **SOURCEFINDER_QUIET)
     out = []
@@ -258,7 +264,7 @@ def _segment_sweep(image, fwhm, thresholds, deblend=True):
     return out
 
 
-def _extended_counts(image, field, deblend=True):
+def _extended_counts(image, field, deblend=True, kernel_factor=1.0):
     """
     Segmentation of one image at every threshold of ``EXT_THRESHOLDS``.
 
@@ -286,7 +292,8 @@ def _extended_counts(image, field, deblend=True):
         (st['x'] > 3) & (st['x'] < nx - 4) & (st['y'] > 3)
         & (st['y'] < ny - 4) & (st['snr'] >= 3)])
     out = []
-    sweep = _segment_sweep(image, field['fwhm'], EXT_THRESHOLDS, deblend)
+    sweep = _segment_sweep(image, field['fwhm'], EXT_THRESHOLDS, deblend,
+                           kernel_factor)
     for t, (xd, yd) in zip(EXT_THRESHOLDS, sweep, strict=True):
         owner = _match_scaled(xt, yt, rt, xd, yd)
         m = owner[owner >= 0]
@@ -319,7 +326,8 @@ def extended_depth(args, den, own=None, purity=0.9):
                 continue
             t0 = time.perf_counter()
             counts = _extended_counts(fn(f['image']), f,
-                                      deblend=not args.no_deblend)
+                                      deblend=not args.no_deblend,
+                                      kernel_factor=args.kernel_factor)
             print(f'  extended depth, seed {seed}, {name}: '
                   f'{time.perf_counter() - t0:.0f} s')
             per.setdefault(name, []).append(counts)
@@ -479,6 +487,10 @@ def main(argv=None):
                         'depth')
     p.add_argument('--no-deblend', action='store_true',
                    help='segment without deblending (extended depth)')
+    p.add_argument('--kernel-factor', type=float, default=1.0,
+                   help='FWHM of the extended depth\'s smoothing kernel in '
+                        'units of the PSF FWHM (default 1; 0: no '
+                        'convolution)')
     p.add_argument('--galaxy-log-snr', type=float, nargs=2,
                    default=(1.0, 2.7), metavar=('LO', 'HI'),
                    help='log10 range of the galaxies\' SNR in the fields '
@@ -517,6 +529,8 @@ def main(argv=None):
                and importlib.util.find_spec('skimage') is not None)
         print('extended depth: SourceFinder '
               + ('with' if deb else 'WITHOUT') + ' deblending'
+              + (f', kernel FWHM {args.kernel_factor:g} x PSF'
+                 if args.kernel_factor > 0 else ', no convolution')
               + ('' if deb or args.no_deblend else
                  ' (scikit-image is not installed)'))
         ext = extended_depth(args, den, own)
