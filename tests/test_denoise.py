@@ -243,6 +243,68 @@ def test_cosmic_ray_group_not_smeared(denoiser, field, denoised, pixels,
     assert np.median(changed) < 0.05 and changed.max() < 0.3
 
 
+@pytest.mark.parametrize('pixels, depth', [
+    ([(0, 0), (1, 0)], 40000.0),                   # pair, very deep
+    ([(0, 0), (0, 1), (1, 0), (1, 1)], 1000.0),    # 2x2 block
+    ([(0, 0), (0, 1), (1, 0)], 30.0),              # L shape
+    ([(0, 0), (0, 2), (0, 4)], 30.0),              # dead pixels 2 apart
+])
+def test_cold_group_not_smeared(denoiser, field, pixels, depth):
+    # Dead (cold) pixels and small groups of them are held out and
+    # returned unchanged like cosmic rays, whatever their depth: their
+    # neighbours are those of a run where they are NaN.
+    img = field['image'].copy()
+    noise = field['noise']
+    cold = np.zeros(img.shape, bool)
+    for dy, dx in pixels:
+        cold[120 + dy, 150 + dx] = True
+    img[cold] = field['sky'] - depth * noise
+    out = denoiser(img)
+    np.testing.assert_array_equal(out[cold], img[cold])
+    img[cold] = np.nan
+    ref = denoiser(img)
+    near = ndimage.binary_dilation(cold, iterations=3) & ~cold
+    assert np.abs(out - ref)[near].max() < 0.05 * noise
+
+
+def test_zero_filled_area_is_no_data(denoiser, field):
+    # A zero-filled edge (drizzled mosaic) and chip gap, not masked: the
+    # rest of the image is denoised as if they were masked, and they are
+    # returned unchanged, with a warning.
+    from cnnfind.exceptions import CNNFindWarning
+
+    img = field['image'].copy()
+    zero = np.zeros(img.shape, bool)
+    zero[:40] = True
+    zero[:, 100:110] = True
+    img[zero] = 0.0
+    with pytest.warns(CNNFindWarning, match='constant areas'):
+        out = denoiser(img)
+    masked = denoiser(img, mask=zero)
+    np.testing.assert_array_equal(out[zero], 0.0)
+    np.testing.assert_array_equal(out[~zero], masked[~zero])
+    with pytest.warns(CNNFindWarning):
+        filled = denoiser(img, fill=True)
+    np.testing.assert_array_equal(filled, out)
+
+
+def test_fill_regions_spare_quantised_data():
+    from cnnfind.denoise.denoiser import _fill_regions
+
+    rng = np.random.default_rng(1)
+    # low-count photon counting: most of the sky is 0 or 1
+    for sky in (0.01, 0.3, 1.0):
+        img = rng.poisson(sky, (200, 200)).astype(np.float32)
+        assert not _fill_regions(img, np.ones(img.shape, bool)).any()
+    # a saturated plateau is not a filled area
+    img = rng.normal(100.0, 5.0, (100, 100)).astype(np.float32)
+    img[40:60, 40:60] = 1000.0
+    assert not _fill_regions(img, np.ones(img.shape, bool)).any()
+    img[:, :20] = 0.0
+    found = _fill_regions(img, np.ones(img.shape, bool))
+    np.testing.assert_array_equal(found, img == 0.0)
+
+
 def _assert_line_kept_and_denoised(out, ref, img, line, excess, noise):
     # The line's pixels are the denoised image without the line plus the
     # line's excess, measured against the columns beside it (its error,

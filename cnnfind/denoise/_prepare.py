@@ -94,7 +94,7 @@ def noise_model(x, valid, *, min_level=2.0, n_bins=8, min_count=200,
                 max_curvature=0.1):
     r"""
     Per-pixel noise variance of a noise-normalised image ``x`` as a
-    function of the signal: :math:`s_0\,(1 + lpha\,\max(x, 0))`.
+    function of the signal: :math:`s_0\,(1 + \alpha\,\max(x, 0))`.
 
     Both terms come from the robust spread of the second difference
     along rows, which cancels smooth structure, at smooth places only

@@ -2,6 +2,8 @@
 Noise2Void denoising of astronomical images with an ONNX network.
 """
 
+import warnings
+
 import numpy as np
 from astropy.nddata import NDData
 from astropy.units import Quantity
@@ -17,6 +19,7 @@ from cnnfind.denoise._prepare import (
     saturated_mask,
     to_net_space,
 )
+from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
     check_mask_shape,
     robust_sky_noise,
@@ -60,7 +63,10 @@ class N2VDenoiser:
     pixels are hidden from the network (they cannot contaminate their
     neighbours) and stay NaN in the output unless ``fill=True``.
     Saturated plateaus are hidden from the network and passed through
-    unchanged. Large images are processed in tiles whose halo covers the
+    unchanged, and so are constant areas below the image maximum (the
+    zero-filled edges of drizzled mosaics, chip gaps), which are no data
+    (an `~cnnfind.exceptions.CNNFindWarning` says so; mask them to get
+    NaN). Large images are processed in tiles whose halo covers the
     receptive field, so the result equals a single full-image pass.
 
     Parameters
@@ -84,8 +90,9 @@ class N2VDenoiser:
         and returned unchanged, so that they are neither smeared into
         their neighbours nor removed. Cosmic rays of a few pixels (sharper
         than any PSF: single pixels, pairs, L shapes, 2x2 blocks and short
-        tracks) and dead columns or rows more than this many noise levels
-        below both sides are treated the same way. Hot (elevated) columns
+        tracks), cold (dead) pixels in such groups, and dead columns or
+        rows more than this many noise levels below both sides are treated
+        the same way. Hot (elevated) columns
         or rows one pixel wide, significant at this many noise levels
         over their length (a few noise levels above the sky over a few
         tens of pixels), are denoised with their excess over the columns
@@ -185,7 +192,8 @@ class N2VDenoiser:
         -------
         denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity` or NDData
             The denoised image, of the input's shape (and type and unit).
-            Saturated pixels are unchanged.
+            Saturated pixels and constant (zero-filled) areas are
+            unchanged.
 
         Raises
         ------
@@ -238,10 +246,25 @@ class N2VDenoiser:
             raise TypeError(msg)
         data = data.astype(np.float32, copy=False)
         valid = valid_pixel_mask(data, mask)
-        sky, noise = robust_sky_noise(data, valid)
+        # Zero-filled (or otherwise constant) areas, such as the edges of
+        # drizzled mosaics and chip gaps, are no data: left in, they bias
+        # the sky and noise estimates and the pixels around them.
         level = None if self.saturation in (None, 'auto') else self.saturation
+        filled = _fill_regions(data, valid, level)
+        if filled.any():
+            values = np.unique(data[filled])
+            shown = ', '.join(f'{v:g}' for v in values[:3])
+            more = ', ...' if values.size > 3 else ''
+            warnings.warn(
+                f'{int(filled.sum())} pixels in constant areas (value '
+                f'{shown}{more}; zero-filled edges or gaps?) are treated as '
+                'no data and returned unchanged; pass them in mask to get '
+                'NaN instead', CNNFindWarning, stacklevel=3)
+            valid &= ~filled
+        sky, noise = robust_sky_noise(data, valid)
         keep = (np.zeros(data.shape, bool) if self.saturation is None else
                 saturated_mask(data, valid, sky, noise, level))
+        keep |= filled
         with np.errstate(invalid='ignore'):
             x = (np.where(valid, data, sky) - sky) / noise
         s0, alpha = noise_model(x, valid & ~keep)
@@ -291,7 +314,7 @@ class N2VDenoiser:
                                       FLUX_SIGMA_PER_FWHM * self.restore_flux)
             out[keep] = data[keep]
         if not fill:
-            out[~valid] = np.nan
+            out[~(valid | filled)] = np.nan
         return out
 
     def _outliers(self, z, mean, logv, valid):
@@ -430,7 +453,8 @@ def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
     their local sky, which catches the rest of a track. Groups of two to
     ``_GROUP_MAX`` such pixels whose brightest pixel is not sharp by
     itself (L shapes, 2x2 blocks) are tested as a whole, see
-    `_small_groups`. A bad
+    `_small_groups`. Cold pixels and groups of them (dead or trapped
+    pixels) are found with the same tests on ``-x``. A bad
     column pixel is more than ``nsigma`` below both its left and right
     neighbours, in a run of at least ``_MIN_LINE`` such pixels along the
     column (and likewise for rows), which stars and galaxies do not make.
@@ -452,6 +476,27 @@ def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
     outliers : 2D bool `~numpy.ndarray`
     """
     x = np.where(valid, x, np.float32(0.0)).astype(np.float32, copy=False)
+    out = _spikes(x, valid, nsigma, s0, alpha)
+    # cold pixels and groups (dead or trapped pixels, over-subtracted
+    # cosmic rays) are the same test upside down
+    out |= _spikes(-x, valid, nsigma, s0, alpha, sign=-1.0)
+    pad = np.pad(np.where(valid, x, np.nan), 1, constant_values=np.nan)
+    for axis, (before, after) in enumerate(((pad[1:-1, :-2], pad[1:-1, 2:]),
+                                            (pad[:-2, 1:-1], pad[2:, 1:-1]))):
+        with np.errstate(invalid='ignore'):
+            low = valid & (np.minimum(before, after) - x > nsigma)
+        if low.any():
+            # runs along the columns (axis 0) for a left/right test, etc.
+            out |= _long_runs(low, _MIN_LINE, axis)
+    return out
+
+
+def _spikes(x, valid, nsigma, s0=1.0, alpha=0.0, sign=1.0):
+    """
+    The cosmic-ray test of `_sharp_outliers` (sharp seeds, grown, and
+    `_small_groups`) on ``x``, which is the noise-normalised image times
+    ``sign`` (-1 for cold pixels), with invalid pixels at 0.
+    """
     sky = ndimage.median_filter(x, footprint=_OUTER_RING, mode='mirror')
     excess = x - sky
     # the side neighbours' excess over the pixel's own local sky
@@ -468,16 +513,8 @@ def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
         out = ndimage.binary_dilation(seeds, np.ones((3, 3), bool),
                                       iterations=3,
                                       mask=valid & (excess > 0.5 * nsigma))
-    out = out | _small_groups(x, valid, nsigma, sky, excess, s0, alpha)
-    pad = np.pad(np.where(valid, x, np.nan), 1, constant_values=np.nan)
-    for axis, (before, after) in enumerate(((pad[1:-1, :-2], pad[1:-1, 2:]),
-                                            (pad[:-2, 1:-1], pad[2:, 1:-1]))):
-        with np.errstate(invalid='ignore'):
-            low = valid & (np.minimum(before, after) - x > nsigma)
-        if low.any():
-            # runs along the columns (axis 0) for a left/right test, etc.
-            out |= _long_runs(low, _MIN_LINE, axis)
-    return out
+    return out | _small_groups(x, valid, nsigma, sky, excess, s0, alpha,
+                               sign)
 
 
 def _long_runs(mask, least, axis=0):
@@ -491,7 +528,8 @@ def _long_runs(mask, least, axis=0):
     return (sizes >= least)[labels]
 
 
-def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0):
+def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0,
+                  sign=1.0):
     """
     Cosmic rays of two to ``_GROUP_MAX`` touching pixels that the
     single-pixel test of `_sharp_outliers` misses: L shapes whose corner
@@ -509,6 +547,8 @@ def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0):
     as the gradient of a galaxy, makes the test stricter): a PSF puts
     more light there, so that a cosmic ray on the sky must be some 30
     noise levels bright to be told from a faint under-sampled star.
+    ``sign`` is -1 when ``x`` is the image upside down (cold groups): the
+    noise model then takes the level ``-sky``.
 
     Returns
     -------
@@ -538,7 +578,7 @@ def _small_groups(x, valid, nsigma, sky, excess, s0=1.0, alpha=0.0):
     nside = np.bincount(side, minlength=n + 1)[1:]
     sums = np.bincount(side, weights=x.ravel(), minlength=n + 1)[1:]
     level = ndimage.mean(sky, labels, index)
-    sd = np.sqrt(s0 * (1.0 + alpha * np.maximum(level, 0.0)))
+    sd = np.sqrt(s0 * (1.0 + alpha * np.maximum(sign * level, 0.0)))
     # the robust spread of the local sky (the ring around the brightest
     # pixel) where it is larger: Poisson noise, and the gradient of a
     # galaxy or nebula under the group, which biases its sky
@@ -746,6 +786,83 @@ def _trim_segment(d, start, stop):
     while stop < len(d) and half < d[stop] < 6.0 * half:
         stop += 1
     return start, stop
+
+
+#: Fewest pixels equal to all their eight neighbours that make a constant
+#: area of `_fill_regions` (a 10x10 block, or a gap 3 pixels wide and 66
+#: long).
+_FILL_MIN_CORE = 64
+
+#: Largest fraction of pairs of side-by-side pixels of equal value in the
+#: rest of the image for which constant areas are taken for fill values:
+#: noise of a few quantisation steps or more gives fewer (0.06 at 5 steps);
+#: coarsely quantised data (low-count photon counting, 8-bit images) make
+#: natural plateaus, which are data.
+_FILL_MAX_TIES = 0.1
+
+
+def _fill_regions(data, valid, level=None):
+    """
+    Constant areas of an image: zero-filled mosaic edges and chip gaps.
+
+    A constant area is an 8-connected set of valid pixels of one value,
+    with at least ``_FILL_MIN_CORE`` pixels whose eight neighbours all
+    have that value too (its core; the area is the core and the pixels
+    next to it), below the saturation plateaus (its value is more
+    than 2 % of the range from the median to the maximum below the
+    maximum, and below the saturation ``level`` if given). They are
+    returned only where the rest of the image is not quantised so
+    coarsely that its noise makes such plateaus: less than
+    ``_FILL_MAX_TIES`` of the pairs of side-by-side pixels away from
+    them are equal.
+
+    Parameters
+    ----------
+    data : 2D float32 `~numpy.ndarray`
+        The image.
+    valid : 2D bool `~numpy.ndarray`
+        `True` for the pixels to use.
+    level : float or `None`, optional
+        The saturation level.
+
+    Returns
+    -------
+    filled : 2D bool `~numpy.ndarray`
+        `True` on the pixels of the constant areas.
+    """
+    out = np.zeros(data.shape, bool)
+    pad = np.pad(np.where(valid, data, np.nan), 1, constant_values=np.nan)
+    ny, nx = data.shape
+    core = valid.copy()
+    for dy in range(3):
+        for dx in range(3):
+            if (dy, dx) != (1, 1):
+                core &= pad[dy:dy + ny, dx:dx + nx] == data
+    if core.sum() < _FILL_MIN_CORE:
+        return out
+    top = float(np.max(data, where=valid, initial=-np.inf))
+    upper = top - 0.02 * (top - float(np.median(data[valid])))
+    if level is not None:
+        upper = min(upper, level)
+    values, counts = np.unique(data[core], return_counts=True)
+    for value in values[(counts >= _FILL_MIN_CORE) & (values < upper)]:
+        labels, n = ndimage.label(valid & (data == value),
+                                  np.ones((3, 3), bool))
+        ncore = np.bincount(labels[core], minlength=n + 1)
+        ncore[0] = 0
+        area = (ncore >= _FILL_MIN_CORE)[labels]
+        # the pixels next to its core: not the data pixels of that value
+        # which happen to touch its edge
+        out |= area & ndimage.binary_dilation(area & core,
+                                              np.ones((3, 3), bool))
+    if out.any():
+        rest = valid & ~ndimage.binary_dilation(out, np.ones((3, 3), bool))
+        pairs = rest[:, 1:] & rest[:, :-1]
+        if not (pairs.any() and np.mean(data[:, 1:][pairs]
+                                        == data[:, :-1][pairs])
+                < _FILL_MAX_TIES):
+            out[:] = False
+    return out
 
 
 def _combine_masks(mask1, mask2, shape):
