@@ -382,6 +382,28 @@ def test_group_and_line_rules_spare_sources(kind):
         assert not lines.any() and not excess.any()
 
 
+@pytest.mark.parametrize('axis', [0, 1])
+def test_sky_step_is_not_a_hot_line(axis):
+    # The edge of a step in the sky (overscan, amplifier boundary) has
+    # half the step's excess over the smooth profile through its
+    # neighbours, but stands above only one of them: not a hot line.
+    from cnnfind.denoise.denoiser import _hot_lines
+    from cnnfind.runtime.normalize import robust_sky_noise, valid_pixel_mask
+
+    f = simulate_denoise_field((160, 192), 'stars', seed=3)
+    for step in (6.0, 30.0):
+        img = f['image'].copy()
+        if axis:
+            img[:, 100:] += step * f['noise']
+        else:
+            img[90:] += step * f['noise']
+        valid = valid_pixel_mask(img)
+        sky, noise = robust_sky_noise(img, valid)
+        x = ((img - sky) / noise).astype(np.float32)
+        lines, _ = _hot_lines(x, valid, 6.0)
+        assert not lines.any()
+
+
 def test_hot_pixel_not_smeared(denoiser, field, denoised):
     img = field['image'].copy()
     noise = field['noise']

@@ -437,6 +437,10 @@ _MIN_HOT_RUN = 12
 #: pixels; 0.48 for Moffat), smooth light such as nebulosity much more.
 _LINE_FRACTION = 0.2
 
+#: Least excess of a hot column over each of the columns beside it, as a
+#: fraction of its ``d`` (see `_is_hot_segment`).
+_LINE_SIDE = 0.5
+
 
 def _sharp_outliers(x, valid, nsigma, *, s0=1.0, alpha=0.0):
     """
@@ -717,7 +721,7 @@ def _hot_columns(x, nsigma):
     for sl in ndimage.find_objects(labels):
         c = sl[1].start
         r0, r1 = _trim_segment(raw[:, c], sl[0].start, sl[0].stop)
-        if r1 - r0 >= _MIN_LINE and _is_hot_segment(raw, sig, e, r0, r1, c,
+        if r1 - r0 >= _MIN_LINE and _is_hot_segment(x, raw, sig, e, r0, r1, c,
                                                     nsigma):
             out[r0:r1, c] = True
             seg = raw[r0:r1, c]
@@ -728,11 +732,11 @@ def _hot_columns(x, nsigma):
     return out, excess
 
 
-def _is_hot_segment(raw, sig, e, start, stop, c, nsigma):
+def _is_hot_segment(x, raw, sig, e, start, stop, c, nsigma):
     """
-    Whether rows ``start:stop`` of column ``c`` make a hot column, with
-    ``d`` of `_hot_columns` in the units of the image (``raw``), its
-    noise ``sig``, and ``e`` in units of ``sig``.
+    Whether rows ``start:stop`` of column ``c`` of the image ``x`` make a
+    hot column, with ``d`` of `_hot_columns` in the units of the image
+    (``raw``), its noise ``sig``, and ``e`` in units of ``sig``.
 
     Its inliers are the pixels whose ``d`` is within three typical noise
     levels (plus a quarter of the median) of the segment's median and
@@ -742,7 +746,11 @@ def _is_hot_segment(raw, sig, e, start, stop, c, nsigma):
     a few noise levels needs a few tens of pixels), larger than that of
     the columns one and two away (not the echo of a brighter line) and
     more than 1 / ``_LINE_FRACTION`` times the median ``e`` (not a
-    source, however narrow).
+    source, however narrow). Last, the column must stand above the
+    column on each side by at least half its ``d`` (medians over the
+    inliers): the edge of a step in the sky (an overscan or amplifier
+    boundary) has a ``d`` of half the step, but nothing above its
+    neighbour on the high side.
     """
     seg = raw[start:stop, c]
     noise = sig[start:stop, c]
@@ -762,7 +770,16 @@ def _is_hot_segment(raw, sig, e, start, stop, c, nsigma):
     beside = [np.median((raw[start:stop, cc] / sig[start:stop, cc])[inliers])
               for cc in (c - 2, c - 1, c + 1, c + 2) if 0 <= cc < raw.shape[1]]
     beside = [b for b in beside if np.isfinite(b)]
-    return bool(beside) and bool(level > max(beside))
+    if not (beside and level > max(beside)):
+        return False
+    d = np.median(seg[inliers])
+    rows = np.arange(start, stop)[inliers]
+    for cc in (c - 1, c + 1):
+        if 0 <= cc < x.shape[1]:
+            step = np.nanmedian(x[rows, c] - x[rows, cc])
+            if not step > _LINE_SIDE * d:
+                return False
+    return True
 
 
 def _trim_segment(d, start, stop):
