@@ -79,9 +79,11 @@ class N2VDenoiser:
         Where the network runs.
     saturation : 'auto', float or `None`, optional
         Saturation level in data units; ``'auto'`` detects plateaus of
-        pixels at the image maximum; `None` treats no pixel as
-        saturated. Saturated pixels are hidden from the network and
-        returned unchanged.
+        pixels at the image maximum (so a hot pixel or cosmic ray
+        brighter than the saturation level hides them, as do saturation
+        levels that differ across a flat-fielded image: give the level
+        then); `None` treats no pixel as saturated. Saturated pixels are
+        hidden from the network and returned unchanged.
     outlier_sigma : float or `None`, optional
         Pixels further than this many predicted standard deviations
         from the network's prediction from their neighbourhood (hot
