@@ -530,3 +530,81 @@ def test_extract_stars_m67_epsf(shared_data):
     peak = np.unravel_index(np.argmax(epsf.data), epsf.data.shape)
     centre = (np.array(epsf.data.shape) - 1) / 2
     assert np.all(np.abs(np.array(peak) - centre) <= 4)
+
+
+# -- noise bias of the FWHM estimate, boxes larger than the stamp --------------
+def test_fwhm_estimate_ignores_low_peak_stars():
+    """
+    The core fit keeps the pixels above 15 % of the peak; for stars whose
+    peak is only a few sigma (aperture SNR 20-60 at FWHM 8) that
+    threshold is within the noise and the fit comes out broad. On this
+    field (Moffat FWHM 8) the estimate used to run away to 12.9 px and
+    no star was selected; stars with peaks below 20 sigma are now left
+    out of it (8.9 px, 6 stars).
+    """
+    from cnnfind.simulation import FieldConfig, simulate_field
+    sim = simulate_field((512, 512), FieldConfig(density=600, fwhm=8.0,
+                                                 theta=0.6, snr_min=5.0),
+                         seed=903)
+    sel = PSFStarSelector()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        table = sel(sim['image'])
+    assert sel.fwhm_used_ == pytest.approx(8.0, rel=0.15)
+    assert table is not None and len(table) >= 3
+
+
+def _corner_neighbour_scene(seed=3):
+    """
+    Isolated bright stars on a grid in noise; the first has a brighter
+    star 20 px away in x and y: beyond 3 FWHM and outside the network's
+    25 x 25 stamp, but inside a 41 x 41 box.
+    """
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100.0, 5.0, (300, 300))
+    x = np.array([60.3, 150.2, 240.4, 60.6, 150.1, 240.7, 60.2, 150.5])
+    y = np.array([60.4, 60.2, 60.7, 150.3, 150.6, 150.2, 240.5, 240.3])
+    flux = np.full(len(x), 30000.0)
+    render_profiles(img, x, y, flux, FWHM, kind='moffat', beta=3.0)
+    render_profiles(img, [x[0] + 20.0], [y[0] + 20.0], [75000.0], FWHM,
+                    kind='moffat', beta=3.0)
+    return img.astype(np.float32), x, y
+
+
+def test_large_box_rejects_other_light_outside_the_stamp():
+    """
+    The residual test looks at the network's 25 x 25 stamp only: with a
+    larger ``size`` a brighter neighbour in the outer part of the box
+    passed, and its light went into the ePSF cutout. It is now other
+    light in the box.
+    """
+    img, x, y = _corner_neighbour_scene()
+
+    def selected(size):
+        table = PSFStarSelector(fwhm=FWHM, size=size)(img,
+                                                      keep_rejected=True)
+        keep = table[table['selected']]
+        return table, {(round(a), round(b)) for a, b in
+                       zip(keep['x_centroid'], keep['y_centroid'],
+                           strict=True)}
+
+    pair = {(round(x[0]), round(y[0])), (round(x[0] + 20), round(y[0] + 20))}
+    _, small = selected(25)
+    assert pair <= small  # nothing else in the 25 x 25 stamps
+    table, large = selected(41)
+    assert large == small - pair  # the isolated stars are kept
+    d = np.hypot(table['x_centroid'] - x[0], table['y_centroid'] - y[0])
+    assert d.min() < 0.5
+    assert table['reason'][np.argmin(d)] == 'other light in box'
+
+
+def test_extract_stars_size_checked(selector):
+    """Cutouts larger than the vetted box, or even, are refused first."""
+    img, _, _ = _corner_neighbour_scene()
+    with pytest.raises(ValueError, match='larger than the selector'):
+        selector.extract_stars(img, size=41)
+    for size in (24, 0, 'a', 25.5):
+        with pytest.raises(ValueError, match='odd positive integer'):
+            selector.extract_stars(img, size=size)
+    stars = selector.extract_stars(img, size=15)
+    assert stars[0].data.shape == (15, 15)

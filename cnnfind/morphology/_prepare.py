@@ -189,17 +189,36 @@ def _central_crop(image, fraction):
     return image[y0:y0 + cy, x0:x0 + cx]
 
 
+def _pad_square(image):
+    """
+    ``(H, W, C)`` centred in a square of side ``max(H, W)``, NaN
+    (invalid) around it; square images are returned as they are.
+    """
+    ny, nx = image.shape[:2]
+    if ny == nx:
+        return image
+    n = max(ny, nx)
+    out = np.full((n, n, image.shape[-1]), np.nan, np.float32)
+    y0, x0 = (n - ny) // 2, (n - nx) // 2
+    out[y0:y0 + ny, x0:x0 + nx] = image
+    return out
+
+
 def to_network_input(display_image, *, crop, size, fill=None):
     """
     One display-scaled ``(H, W, C)`` image (NaN where invalid) to a
     ``(3, size, size)`` float32 network input and the fraction of
     invalid pixels in the network's view (the central crop).
 
-    Invalid pixels are replaced by the display sky level, grey images
-    are repeated over the three channels.
+    A non-square image is framed by its longer side: it is centred in a
+    square of that side, the missing pixels counting as invalid, so
+    that the network sees it with its own aspect ratio (resampling it
+    to a square would stretch the galaxy along one axis). Invalid
+    pixels are replaced by the display sky level, grey images are
+    repeated over the three channels.
     """
     fill = DISPLAY['sky'] if fill is None else fill
-    img = _central_crop(display_image, crop)
+    img = _central_crop(_pad_square(display_image), crop)
     bad = ~np.isfinite(img)
     masked = float(bad.any(axis=-1).mean())
     if bad.any():
@@ -226,7 +245,9 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
     ----------
     cutouts : array-like
         ``(N, H, W)`` single-band or ``(N, H, W, 3)`` colour, uint8
-        (display values 0-255), other integers or float.
+        (display values 0-255), other integers or float. Non-square
+        cutouts are framed by their longer side (see
+        `to_network_input`).
     stretch : {'auto', 'none', 'asinh'}
         ``'none'``: the values are display values (float 0-1, integers
         0 to the maximum of their dtype, e.g. uint8 0-255);

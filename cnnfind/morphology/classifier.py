@@ -159,7 +159,9 @@ class GalaxyMorphClassifier:
             Either a stack of cutouts centred on the objects, ``(N, H,
             W)`` single-band or ``(N, H, W, 3)`` colour, framed like
             Galaxy Zoo cutouts (the galaxy's Petrosian 90 % radius about
-            a fifth of the side), when ``positions`` is `None`; or a
+            a fifth of the side; a non-square cutout is framed by its
+            longer side, the missing part counting as masked), when
+            ``positions`` is `None`; or a
             field image, ``(H, W)`` or ``(H, W, 3)``, when ``positions``
             is given. A 2D image without positions is a field whose
             sources are found by image segmentation.
@@ -180,6 +182,13 @@ class GalaxyMorphClassifier:
             with a celestial WCS, ``sky_centroid``.
         """
         arr, mask = _unwrap(data, mask)
+        if (positions is None and arr.ndim == 3 and arr.shape[-1] == 3
+                and min(arr.shape[1:]) < 8):
+            msg = (f'data of shape {arr.shape} look like a colour field '
+                   'image (H, W, 3), not a stack of cutouts: pass '
+                   'positions= to classify its sources (sources are '
+                   'searched for only in 2D images)')
+            raise ValueError(msg)
         if positions is None and arr.ndim != 2:
             if mask is not None:
                 msg = ('mask is only used with a field image; mask the '

@@ -263,10 +263,11 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
         m['edge'] = ~svalid[:, k:-k, k:-k].all(axis=(1, 2))
     m['nearest'], m['crowded'] = _neighbours(x, y, m['flux'], fwhm,
                                              isolation, flux_ratio)
+    amp = np.maximum(m['peak'], noise)
     k = big - STAMP // 2
     if k:
+        ring = _ring_outlier(stamps, svalid, local, amp, noise, k)
         stamps, svalid = stamps[:, k:-k, k:-k], svalid[:, k:-k, k:-k]
-    amp = np.maximum(m['peak'], noise)
     norm = _normalised(stamps, svalid, local, amp)
     usable = ~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
     if exclude is not None:
@@ -278,6 +279,15 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
     m['n_reference'] = n_ref
     m['resid_max'], m['resid_sig'], m['resid_sharp'] = _residual_outlier(
         norm, svalid, ref, noise / amp, fwhm)
+    if k:
+        # A box larger than the network's stamp: light in its outer ring
+        # is other light in the box too (the PSF's own wing there is far
+        # below the 10 % of the peak that rejects a star).
+        ring_max, ring_sig = ring
+        worse = ring_max > m['resid_max']
+        m['resid_max'] = np.where(worse, ring_max, m['resid_max'])
+        m['resid_sig'] = np.where(worse, ring_sig, m['resid_sig'])
+        m['resid_sharp'] &= ~worse
     c = STAMP // 2
     r = np.hypot(*np.mgrid[-c:c + 1, -c:c + 1]) <= fwhm
     if n_ref:
@@ -289,6 +299,31 @@ def _prepare_candidates(data, valid, sky, noise, x, y, fwhm, *, half,
     else:
         m['conc_ref'] = float(ref[c, c] / max(ref[r].sum(), 1e-30))
     return m
+
+
+def _ring_outlier(stamps, valid, sky, amp, noise, k):
+    """
+    The most discrepant pixel of each cutout outside its central
+    ``STAMP`` x ``STAMP`` stamp (the outer ``k`` pixels of a larger box,
+    which the network and `_residual_outlier` do not see): its absolute
+    value above ``sky`` in units of the peak ``amp``, and its
+    significance in units of the larger of the image noise and the
+    robust scatter of the ring.
+    """
+    ring = np.ones(stamps.shape[1:], bool)
+    ring[k:-k, k:-k] = False
+    sky = np.asarray(sky, float).reshape(-1, 1, 1)
+    norm = (stamps - sky) / amp[:, None, None]
+    vals = np.where(valid & ring[None], norm, np.nan)[:, ring]
+    with np.errstate(all='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        rmax = np.nanmax(np.abs(vals), axis=1)
+        med = np.nanmedian(vals, axis=1)
+        spread = 1.4826 * np.nanmedian(np.abs(vals - med[:, None]), axis=1)
+    rmax = np.where(np.isfinite(rmax), rmax, 0.0)
+    spread = np.where(np.isfinite(spread), spread, 0.0)
+    sig = rmax / np.maximum(np.maximum(noise / amp, spread), 1e-12)
+    return rmax, sig
 
 
 def _core_fwhm(data, valid, sky, x, y, radius):

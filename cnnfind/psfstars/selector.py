@@ -61,8 +61,33 @@ def _sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def _cutout_size(size, box):
+    """``size`` as an odd int of at most ``box``, else `ValueError`."""
+    try:
+        value = float(size)
+    except (TypeError, ValueError):
+        value = np.nan
+    if not (value.is_integer() and value >= 1 and int(value) % 2 == 1):
+        msg = f'size must be an odd positive integer, not {size!r}'
+        raise ValueError(msg)
+    if value > box:
+        msg = (f'size={int(value)} is larger than the selector\'s size '
+               f'({box}), the box within which the stars are checked for '
+               'edges, masked pixels and other light; use '
+               f'PSFStarSelector(size={int(value)}) for larger cutouts')
+        raise ValueError(msg)
+    return int(value)
+
+
 #: First FWHM guesses (pixels) of the FWHM estimate, tried in turn.
 _FWHM_STARTS = (3.0, 6.0, 9.0)
+#: Smallest peak (in units of the image noise) of a star used in the
+#: FWHM estimate. The core fit uses the pixels above 15 % of the peak;
+#: below a peak of about 20 sigma that threshold is within the noise,
+#: upward fluctuations of the wings are kept and downward ones dropped,
+#: and the fitted FWHM grows (by 10-50 % at peaks of 5-20 sigma for
+#: FWHM 3.5-8 px, while the aperture SNR of such stars is still 20-100).
+_FWHM_MIN_PEAK_SNR = 20.0
 
 
 class PSFStarSelector:
@@ -104,7 +129,8 @@ class PSFStarSelector:
         PSF FWHM in pixels. `None` (default) estimates it from the data:
         CNNStarFinder is run with a 3-pixel guess, a circular Gaussian
         is fitted to the cores of the 50 brightest isolated unsaturated
-        detections and their median FWHM is taken; the search is
+        detections (with a peak of at least 20 times the noise, so that
+        the core stands above it) and their median FWHM is taken; the search is
         repeated from the new value while it differs from the guess by
         more than 25 % (at most three times). The estimate is in the attribute
         ``fwhm_used_`` after a call.
@@ -113,8 +139,10 @@ class PSFStarSelector:
         (the cut that reached 99 % purity on the validation fields).
     size : int, optional
         Side of the box (pixels, odd) that must be inside the image and
-        free of masked pixels; also the default cutout size of
-        `extract_stars`.
+        free of masked pixels, and (where it is larger than the
+        network's 25-pixel stamp, e.g. for a broad PSF) free of other
+        light above 10 % of the star's peak in its outer part; also the
+        default and largest cutout size of `extract_stars`.
     min_snr : float or `None`, optional
         Minimum aperture signal-to-noise ratio (aperture of radius one
         FWHM); fainter candidates are rejected as too faint. `None` uses
@@ -273,7 +301,8 @@ class PSFStarSelector:
                                     half=self.size // 2, isolation=4.0,
                                     flux_ratio=0.0)
             ok = (~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
-                  & (m['snr'] >= 20))
+                  & (m['snr'] >= 20)
+                  & (m['peak'] >= _FWHM_MIN_PEAK_SNR * noise))
             ok &= ~self._saturated(m, ok)  # soft saturation broadens
             idx = np.flatnonzero(ok)
             idx = idx[np.argsort(-m['snr'][idx])][:50]
@@ -478,7 +507,10 @@ class PSFStarSelector:
         mask : 2D bool array, optional
             `True` for bad pixels.
         size : int or `None`, optional
-            Cutout size (odd); default the selector's ``size``.
+            Cutout size (odd, at most the selector's ``size``: the box
+            within which the stars were vetted for edges, masked pixels
+            and other light); default the selector's ``size``. For
+            larger cutouts, make the selector with that ``size``.
         candidates : table, optional
             As for `select`.
 
@@ -486,9 +518,15 @@ class PSFStarSelector:
         -------
         stars : `~photutils.psf.EPSFStars` or `None`
             `None` (with a warning) when no star qualifies.
+
+        Raises
+        ------
+        ValueError
+            If ``size`` is not an odd integer or exceeds the selector's
+            ``size``.
         """
         from photutils.psf import extract_stars
-        size = self.size if size is None else int(size)
+        size = self.size if size is None else _cutout_size(size, self.size)
         table = self.select(data, mask, candidates=candidates)
         if table is None:
             return None
