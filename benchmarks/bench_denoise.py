@@ -485,6 +485,8 @@ def main(argv=None):
     p.add_argument('--extended-only', action='store_true',
                    help='only the extended-source (galaxy) detection '
                         'depth')
+    p.add_argument('--real-only', action='store_true',
+                   help='only the residual statistics on the real images')
     p.add_argument('--no-deblend', action='store_true',
                    help='segment without deblending (extended depth)')
     p.add_argument('--kernel-factor', type=float, default=1.0,
@@ -523,7 +525,7 @@ def main(argv=None):
     if args.own_model:
         own = N2VDenoiser(args.own_model, device='cpu')
         print(f'own model: {args.own_model}')
-    if not args.no_detection:
+    if not (args.no_detection or args.real_only):
         import importlib.util
         deb = (not args.no_deblend
                and importlib.util.find_spec('skimage') is not None)
@@ -541,6 +543,9 @@ def main(argv=None):
               'background RMS; completeness (found/n)):')
         _fmt(ext).pprint_all()
     if args.extended_only:
+        return
+    if args.real_only:
+        _real_table(args, den)
         return
     quality, flux, depth = simulated(args, den, own)
     print('\nQuality against the truth (mean over seeds):')
@@ -562,14 +567,18 @@ def main(argv=None):
                                                  'faint_3_10', 'all_snr_ge_3']
         _fmt(d.groups.aggregate(np.mean)).pprint_all()
     if not args.no_real:
-        from cnnfind.training.data import default_data_dir
-        data_dir = (Path(args.data_dir) if args.data_dir
-                    else default_data_dir())
-        if data_dir is None:
-            print('\nReal images skipped: ../shared/data not found')
-        else:
-            print('\nReal images (residual = raw - denoised):')
-            _fmt(real(den, data_dir)).pprint_all()
+        _real_table(args, den)
+
+
+def _real_table(args, den):
+    """Print the residual statistics on the real images."""
+    from cnnfind.training.data import default_data_dir
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if data_dir is None:
+        print('\nReal images skipped: ../shared/data not found')
+    else:
+        print('\nReal images (residual = raw - denoised):')
+        _fmt(real(den, data_dir)).pprint_all()
 
 
 if __name__ == '__main__':
