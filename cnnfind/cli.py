@@ -87,6 +87,7 @@ from cnnfind._batch import (
     summarize,
     worker_threads,
 )
+from cnnfind._provenance import _denoised_history, _warn_if_denoised
 
 __all__ = ['main']
 
@@ -539,6 +540,7 @@ def process_image(path, outdir, stem, *, ext=None, mask_ext=None,
     """
     data, mask, header, label = read_image(path, ext=ext, mask_ext=mask_ext,
                                            mask_file=mask_file)
+    _warn_if_denoised(header, stacklevel=2)
     table, info = detect(data, mask, fwhm=fwhm, threshold_sigma=threshold_sigma,
                          min_probability=min_probability, model=model,
                          device=device, progress=progress,
@@ -804,8 +806,8 @@ def denoise_file(path, out_path, *, ext=None, mask_ext=None, mask_file=None,
     hdr = header.copy() if header is not None else fits.Header()
     for key in ('BZERO', 'BSCALE', 'BLANK'):
         hdr.remove(key, ignore_missing=True)
-    hdr['HISTORY'] = (f'cnnfind {_package_version()} N2VDenoiser, model '
-                      f'{den.model.name}, from {Path(path).name}[{label}]')
+    hdr['HISTORY'] = _denoised_history(_package_version(), den.model.name,
+                                       f'{Path(path).name}[{label}]')
     written = []
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fits.PrimaryHDU(out.astype(np.float32), header=hdr).writeto(

@@ -182,6 +182,26 @@ class TestUnitsAndContainers:
         # Without a WCS the table is DAOStarFinder's (plus probability).
         assert 'sky_centroid' not in CNNStarFinder(5.0, 3.0)(img).colnames
 
+    def test_denoised_history_warns(self):
+        # The mark written by `cnnfind denoise` (a FITS header read into
+        # CCDData.meta) or a dict meta: a warning, and the same table.
+        from cnnfind.exceptions import CNNFindWarning
+        img = single_star()
+        ref = CNNStarFinder(5.0, 3.0)(img)
+        hdr = fits.Header()
+        hdr['HISTORY'] = 'cnnfind 0.1 N2VDenoiser, model n2v, from a.fits[0]'
+        for meta in (hdr, {'HISTORY': [hdr['HISTORY'][0]]}):
+            with pytest.warns(CNNFindWarning, match='raw image'):
+                tbl = CNNStarFinder(5.0, 3.0)(NDData(img, meta=meta))
+            assert len(tbl) == len(ref)
+        # Other history, or none: no warning.
+        other = fits.Header()
+        other['HISTORY'] = 'flat-fielded with ccdproc'
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', CNNFindWarning)
+            CNNStarFinder(5.0, 3.0)(NDData(img, meta=other))
+            CNNStarFinder(5.0, 3.0)(NDData(img))
+
     def test_masked_array(self):
         img = np.ma.MaskedArray(single_star(), mask=False)
         img.mask[20:28, 20:28] = True

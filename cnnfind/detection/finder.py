@@ -13,6 +13,7 @@ from astropy.utils.exceptions import AstropyDeprecationWarning
 from photutils.detection import StarFinderBase
 from photutils.utils.exceptions import NoDetectionsWarning
 
+from cnnfind._provenance import _warn_if_denoised
 from cnnfind._validation import _positive_int_or_none
 from cnnfind._wcs import _add_sky_centroid
 from cnnfind.detection._background import _LocalBackground
@@ -697,6 +698,14 @@ class CNNStarFinder(StarFinderBase):
             ``np.isfinite(table['daofind_mag'])`` for DAOStarFinder's
             rule.
 
+        Warns
+        -----
+        CNNFindWarning
+            If ``data`` is an `~astropy.nddata.NDData` whose ``meta``
+            ``HISTORY`` says it was denoised by `~cnnfind.N2VDenoiser`:
+            the network was trained on raw images, run it on the raw
+            image.
+
         Raises
         ------
         ValueError
@@ -704,6 +713,8 @@ class CNNStarFinder(StarFinderBase):
             valid pixel or of zero noise, or mismatched units.
         """
         original = data
+        if isinstance(data, NDData):
+            _warn_if_denoised(data.meta)
         data, valid, unit, sky, noise = self._prepare(data, mask)
         threshold = _strip_unit(self.threshold, unit, 'threshold')
         peak_max = _strip_unit(self.peak_max, unit, 'peak_max')

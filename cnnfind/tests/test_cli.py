@@ -499,6 +499,23 @@ def test_denoise_writes_fits(tmp_path, capsys):
     assert 'Summary: 1 of 1 images denoised' in capsys.readouterr().out
 
 
+def test_find_warns_on_denoised_image(tmp_path, capsys):
+    # `cnnfind find` on the output of `cnnfind denoise` says to use the
+    # raw image (the HISTORY mark); on the raw image it does not.
+    _noisy_fits(tmp_path / 'a.fits')
+    out = tmp_path / 'a_clean.fits'
+    assert cli.main(['denoise', str(tmp_path / 'a.fits'), '-o', str(out),
+                     '--device', 'cpu']) == 0
+    capsys.readouterr()
+    assert cli.main(['find', str(out), '-o', str(tmp_path / 'cat'),
+                     '--device', 'cpu']) == 0
+    err = capsys.readouterr().err
+    assert 'CNNFindWarning' in err and 'run it on the raw image' in err
+    assert cli.main(['find', str(tmp_path / 'a.fits'), '-o',
+                     str(tmp_path / 'cat2'), '--device', 'cpu']) == 0
+    assert 'raw image' not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(('name', 'residual'), [
     ('night1.fit', 'night1_residual.fit'),
     ('night1.FTS', 'night1_residual.FTS'),
