@@ -59,3 +59,28 @@ def _warn_if_denoised(meta, stacklevel=3):
         warnings.warn(msg, CNNFindWarning, stacklevel=stacklevel)
         return True
     return False
+
+
+def _mark_denoised(meta, model_name):
+    """
+    ``meta`` (a `~astropy.io.fits.Header` or a mapping, modified in place)
+    with the denoiser's ``HISTORY`` line added; a new `dict` when ``meta``
+    is `None` or not a mapping.
+    """
+    from cnnfind import __version__
+
+    text = _denoised_history(__version__, model_name)
+    if hasattr(meta, 'add_history'):  # a FITS header
+        meta.add_history(text)
+        return meta
+    if not hasattr(meta, 'keys'):
+        meta = {}
+    entries = _history(meta)
+    # One entry stays a string, which a FITS header built from the
+    # mapping (``CCDData.write``) accepts; more go in a list.
+    value = [*entries, text] if entries else text
+    try:
+        meta['HISTORY'] = value
+    except TypeError:  # an immutable mapping
+        meta = {**meta, 'HISTORY': value}
+    return meta

@@ -30,6 +30,11 @@ def field():
 
 
 @pytest.fixture(scope='module')
+def small():
+    return simulate_denoise_field((64, 64), 'stars', seed=5)
+
+
+@pytest.fixture(scope='module')
 def denoised(denoiser, field):
     return denoiser(field['image'])
 
@@ -64,11 +69,51 @@ def test_nddata_in_same_type_out(denoiser, field, denoised, cls):
                                atol=0.01 * field['noise'])
 
 
+@pytest.mark.parametrize('cls', [NDData, CCDData])
+def test_nddata_attributes_kept_uncertainty_dropped(denoiser, small, cls):
+    # The data are replaced by the denoised image; unit, wcs, meta, psf,
+    # flags and mask describe the same pixels and are kept (copies); the
+    # uncertainty of the raw pixels no longer applies and is dropped.
+    from astropy.nddata import StdDevUncertainty
+    from astropy.wcs import WCS
+
+    img = small['image']
+    mask = np.zeros(img.shape, bool)
+    mask[5:8, 5:8] = True
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ['RA---TAN', 'DEC--TAN']
+    wcs.wcs.crval = [150.0, 2.0]
+    psf = np.full((3, 3), 1.0 / 9.0)
+    kwargs = {'flags': np.arange(img.size).reshape(img.shape)} if (
+        cls is CCDData) else {}
+    nd = cls(img, unit='adu', mask=mask, meta={'OBJECT': 'x'}, wcs=wcs,
+             psf=psf, uncertainty=StdDevUncertainty(np.full(img.shape, 5.0)),
+             **kwargs)
+    out = denoiser(nd)
+    assert type(out) is cls
+    assert out.uncertainty is None
+    assert nd.uncertainty is not None
+    assert out.unit == u.adu
+    np.testing.assert_array_equal(out.psf, psf)
+    assert out.wcs is not None
+    np.testing.assert_allclose(out.wcs.wcs.crval, [150.0, 2.0])
+    assert out.meta['OBJECT'] == 'x' and out.meta is not nd.meta
+    # The denoiser's HISTORY line is added to the copy, not the input.
+    assert 'N2VDenoiser' in out.meta['HISTORY']
+    assert 'HISTORY' not in nd.meta
+    np.testing.assert_array_equal(out.mask, mask)
+    assert out.mask is not nd.mask
+    if cls is CCDData:
+        np.testing.assert_array_equal(out.flags, kwargs['flags'])
+    np.testing.assert_array_equal(out.data, denoiser(img, mask=mask))
+
+
 def test_masked_array_mask_is_used(denoiser, field):
     ma = np.ma.masked_array(field['image'], mask=False)
     ma.mask[50, 60] = True
     out = denoiser(ma)
-    assert np.isnan(out[50, 60]) and np.isfinite(out).sum() == out.size - 1
+    assert np.isnan(out.data[50, 60])
+    assert np.isfinite(out.data).sum() == out.size - 1
 
 
 def test_masked_integer_array(denoiser, field):
@@ -79,9 +124,130 @@ def test_masked_integer_array(denoiser, field):
     mask[50:55, 60:70] = True
     out = denoiser(np.ma.masked_array(img, mask=mask))
     ref = denoiser(img, mask=mask)
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32
-    np.testing.assert_array_equal(out, ref)
-    assert np.isnan(out[mask]).all() and np.isfinite(out[~mask]).all()
+    assert isinstance(out, np.ma.MaskedArray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.data, ref)
+    np.testing.assert_array_equal(out.mask, mask)
+    assert np.isnan(out.data[mask]).all()
+    assert np.isfinite(out.data[~mask]).all()
+
+
+def test_masked_array_in_masked_array_out(denoiser, small):
+    # Same type out, as for Quantity, NDData and astropy's Masked: the
+    # input's mask combined with ``mask=``, NaN under it (or the fill).
+    img = small['image'].copy()
+    mask = np.zeros(img.shape, bool)
+    mask[20:24, 30:36] = True
+    img[mask] = -1e4
+    extra = np.zeros(img.shape, bool)
+    extra[40, 10:20] = True
+    ma = np.ma.masked_array(img, mask=mask)
+    out = denoiser(ma, mask=extra)
+    assert isinstance(out, np.ma.MaskedArray)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    np.testing.assert_array_equal(out.mask, mask | extra)
+    assert out.mask is not ma.mask
+    np.testing.assert_array_equal(out.data, denoiser(img, mask=mask | extra))
+    assert np.isnan(out.data[mask | extra]).all()
+    filled = denoiser(ma, mask=extra, fill=True)
+    assert isinstance(filled, np.ma.MaskedArray)
+    np.testing.assert_array_equal(filled.mask, mask | extra)
+    assert np.isfinite(filled.data).all()
+    # the input is untouched
+    np.testing.assert_array_equal(ma.mask, mask)
+
+
+def _container(kind, img, mask):
+    """
+    ``img`` with ``mask`` in the container ``kind``, the type expected
+    back, the ``mask`` argument to give and a function that takes the
+    plain values out of the result.
+    """
+    from astropy.utils.masked import Masked
+
+    if kind == 'ndarray':
+        return img, np.ndarray, mask, np.asarray
+    if kind == 'quantity':
+        return img * u.adu, u.Quantity, mask, lambda out: out.to_value(u.adu)
+    if kind == 'masked':
+        return (np.ma.masked_array(img, mask=mask), np.ma.MaskedArray, None,
+                np.ma.getdata)
+    if kind == 'astropy_masked':
+        return Masked(img, mask=mask), Masked, None, lambda out: out.unmasked
+    cls = {'nddata': NDData, 'ccddata': CCDData}[kind]
+    return cls(img, unit='adu', mask=mask), cls, None, lambda out: out.data
+
+
+def _small_mask(shape):
+    mask = np.zeros(shape, bool)
+    mask[10:13, 40:45] = True
+    return mask
+
+
+@pytest.fixture(scope='module')
+def small_filled(denoiser, small):
+    img = np.round(small['image']).astype(np.float32)
+    return denoiser(img, mask=_small_mask(img.shape), fill=True)
+
+
+@pytest.mark.parametrize('dtype', ['>f4', '>i2', '>u2', '>f8'])
+@pytest.mark.parametrize('kind', ['ndarray', 'quantity', 'masked',
+                                  'astropy_masked', 'nddata', 'ccddata'])
+def test_containers_and_fits_dtypes(denoiser, small, small_filled, kind,
+                                    dtype):
+    # FITS-like data (big-endian, 16-bit integers, BZERO-scaled uint16)
+    # in every container, with a mask and fill=True: the same type out,
+    # native float32 data equal to those of a plain float32 array.
+    img = np.round(small['image']).astype(dtype)
+    mask = _small_mask(img.shape)
+    data, cls, explicit, values = _container(kind, img, mask)
+    out = denoiser(data, mask=explicit, fill=True)
+    assert isinstance(out, cls)
+    values = values(out)
+    assert type(values) is np.ndarray
+    assert values.dtype == np.dtype(np.float32)  # native byte order
+    np.testing.assert_array_equal(values, small_filled)
+    assert np.isfinite(values).all()
+    if explicit is None:
+        np.testing.assert_array_equal(out.mask, mask)
+        # a copy: changing the output's mask leaves the input's alone
+        assert not np.shares_memory(out.mask, data.mask)
+
+
+@pytest.mark.parametrize('dtype', [np.int64, np.uint64, np.float64])
+def test_huge_values_clear_error(denoiser, small, dtype):
+    # Integers around 2**40 (or float64 data on such an offset) round to a
+    # constant image in float32, in which the denoiser works: the error
+    # says so, rather than calling the image constant.
+    img = np.round(small['image']).astype(np.int64)
+    big = (img + 2**40).astype(dtype)
+    with pytest.raises(ValueError, match='float32 resolves only steps'):
+        denoiser(big)
+    # The same image less its offset is fine, and so are 32-bit integers
+    # and float64 data on an offset that float32 resolves.
+    ref = denoiser(img.astype(np.float32))
+    np.testing.assert_array_equal(denoiser(big - dtype(2**40)), ref)
+    np.testing.assert_allclose(denoiser(img.astype(np.int32) + 10**5),
+                               ref + 10**5, atol=0.05 * small['noise'])
+
+
+def test_float64_that_float32_holds_is_accepted(denoiser, small):
+    # float32 data far from zero (steps of 8 at 1e8, more than half the
+    # noise) read as float64, as the command line reads FITS files: float32
+    # loses nothing, so they are denoised as the float32 data are.
+    img = (small['image'] + np.float32(1e8)).astype(np.float32)
+    np.testing.assert_array_equal(denoiser(img.astype(np.float64)),
+                                  denoiser(img))
+
+
+def test_float64_beyond_float32_range(denoiser, small):
+    img = small['image'].astype(np.float64)
+    img[30, 30] = 1e39
+    with pytest.raises(ValueError, match='beyond the range of float32'):
+        denoiser(img)
+    mask = np.zeros(img.shape, bool)
+    mask[30, 30] = True
+    out = denoiser(img, mask=mask)
+    assert np.isnan(out[30, 30]) and np.isfinite(out).sum() == out.size - 1
 
 
 @pytest.mark.parametrize('unit', [None, u.adu])

@@ -2,6 +2,7 @@
 Noise2Void denoising of astronomical images with an ONNX network.
 """
 
+import copy
 import warnings
 
 import numpy as np
@@ -10,6 +11,7 @@ from astropy.units import Quantity
 from astropy.utils.masked import Masked
 from scipy import ndimage
 
+from cnnfind._provenance import _mark_denoised
 from cnnfind._validation import _positive_number_or_none
 from cnnfind.denoise._prepare import (
     from_net_space,
@@ -178,10 +180,16 @@ class N2VDenoiser:
 
         Parameters
         ----------
-        data : 2D array-like, `~astropy.units.Quantity` or `~astropy.nddata.NDData`
-            The image (an NDData subclass such as CCDData too).
-            Non-finite pixels are treated as masked; the mask of a
-            masked array or of an NDData is used too.
+        data : 2D array-like, `~astropy.units.Quantity`, masked array or `~astropy.nddata.NDData`
+            The image: an array of real numbers of any type and byte
+            order (converted to float32; see Raises for float64 and 32-
+            and 64-bit integers), a Quantity, a NumPy masked array,
+            an astropy `~astropy.utils.masked.Masked` array or Quantity,
+            or an NDData (or subclass such as
+            `~astropy.nddata.CCDData`). Non-finite pixels are treated as
+            masked; the mask of a masked array or of an NDData is used
+            too (combined with ``mask``), and the values under it are
+            never used.
         mask : 2D bool array-like, optional
             `True` where a pixel is bad.
         fill : bool, optional
@@ -192,32 +200,50 @@ class N2VDenoiser:
 
         Returns
         -------
-        denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity` or NDData
-            The denoised image, of the input's shape (and type and unit).
-            Saturated pixels and constant (zero-filled) areas are
-            unchanged.
+        denoised : float32 `~numpy.ndarray`, `~astropy.units.Quantity`, masked array or NDData
+            The denoised image, of the input's shape, as the input's
+            type (float32 data in native byte order), with NaN at
+            masked and non-finite pixels unless ``fill=True``. Saturated
+            pixels and constant (zero-filled) areas are unchanged. A
+            Quantity keeps its unit. A NumPy masked array or an astropy
+            Masked array or Quantity comes back as the same type with
+            the input's mask combined with ``mask`` (also where
+            ``fill=True`` has filled the pixels under it). An NDData
+            comes back as the same class with its data replaced by the
+            denoised image, its mask combined with ``mask``, and copies
+            of its ``unit``, ``wcs``, ``meta`` (with a ``HISTORY`` line
+            naming the denoiser and its model added: `~cnnfind.CNNStarFinder`
+            warns when it sees it), ``psf`` and (for
+            `~astropy.nddata.CCDData`) ``flags``; its ``uncertainty``
+            is dropped (`None`): it describes the noise of the raw
+            pixels, which the denoised ones no longer have (their noise
+            is lower and correlated between neighbours), as for other
+            filtered images (``ccdproc.median_filter`` drops it too).
+            Use the input's uncertainty with the raw data.
 
         Raises
         ------
         ValueError
             If the image is not 2-D, smaller than 16 pixels on a side,
             has no valid pixels or no noise (a constant image), or if
-            ``mask`` has a different shape.
+            ``mask`` has a different shape; if it is float64 or 32- or
+            64-bit integers that float32, in which the denoiser works
+            and returns its result, cannot hold: values beyond its range
+            or a sky level at which its steps exceed half the noise
+            (e.g. integers around ``2**40``; subtract a constant first).
+        TypeError
+            If the data are not real numbers (booleans, complex,
+            strings).
         """
         if isinstance(data, NDData):
             mask2 = _combine_masks(data.mask, mask, np.shape(data.data))
             out = self._denoise(np.asarray(data.data), mask2, fill, progress)
-            # The output's mask is the input's, with the extra ``mask``
-            # (whose pixels are NaN in the output too) added to it.
-            kwargs = {'mask': data.mask if mask is None else mask2,
-                      'meta': data.meta, 'wcs': data.wcs}
-            if data.unit is not None:
-                kwargs['unit'] = data.unit
-            return data.__class__(out, **kwargs)
+            return _repack_nddata(data, out, mask2, self.model.name)
         if isinstance(data, Masked):
             # astropy's Masked arrays and Quantities: same type out, with
-            # the combined mask.
-            mask2 = _combine_masks(data.mask, mask, data.shape)
+            # the combined mask (a copy: Masked would share the input's).
+            mask2 = np.array(_combine_masks(data.mask, mask, data.shape),
+                             dtype=bool)
             values = data.unmasked
             out = self._denoise(np.asarray(values), mask2, fill, progress)
             if isinstance(values, Quantity):
@@ -228,10 +254,12 @@ class N2VDenoiser:
                             data.unit, copy=False)
         if isinstance(data, np.ma.MaskedArray):
             # The values under the mask are never used (no fill value,
-            # which an integer array could not hold as NaN).
-            mask2 = _combine_masks(np.ma.getmaskarray(data), mask,
-                                   data.shape)
-            return self._denoise(np.ma.getdata(data), mask2, fill, progress)
+            # which an integer array could not hold as NaN). Same type
+            # out, with the combined mask, as for astropy's Masked.
+            mask2 = np.array(_combine_masks(np.ma.getmaskarray(data), mask,
+                                            data.shape), dtype=bool)
+            out = self._denoise(np.ma.getdata(data), mask2, fill, progress)
+            return np.ma.MaskedArray(out, mask=mask2)
         return self._denoise(data, mask, fill, progress)
 
     def _denoise(self, data, mask, fill, progress):
@@ -246,7 +274,7 @@ class N2VDenoiser:
         if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
             msg = f'data must be real numbers, not {data.dtype}'
             raise TypeError(msg)
-        data = data.astype(np.float32, copy=False)
+        data = _as_float32(data, mask)
         valid = valid_pixel_mask(data, mask)
         # Zero-filled (or otherwise constant) areas, such as the edges of
         # drizzled mosaics and chip gaps, are no data: left in, they bias
@@ -882,6 +910,80 @@ def _fill_regions(data, valid, level=None):
                 < _FILL_MAX_TIES):
             out[:] = False
     return out
+
+
+#: Largest step of float32 at the sky level, in units of the noise, for
+#: data that float32 cannot hold exactly (see `_as_float32`): the rounding
+#: then adds at most 0.14 of the noise (``0.5 / sqrt(12)``).
+_MAX_FLOAT32_STEP = 0.5
+
+
+def _as_float32(data, mask=None):
+    """
+    A real-valued image as float32 in native byte order, in which the
+    denoiser works and returns its result.
+
+    Types that float32 holds exactly (8- and 16-bit integers, float16,
+    float32) are converted. Others (float64, 32- and 64-bit integers)
+    are converted where that keeps the image: a `ValueError` says what
+    is lost otherwise, valid (finite, unmasked) values beyond the range
+    of float32, or, unless float32 holds the valid values exactly, a sky
+    level at which float32 steps are more than ``_MAX_FLOAT32_STEP`` of
+    the noise (e.g. integers around ``2**40``, which would otherwise
+    round to a constant image). The sky and noise for that test are
+    measured at the input's precision.
+    """
+    if np.can_cast(data.dtype, np.float32):
+        return data.astype(np.float32, copy=False)
+    with np.errstate(over='ignore'):
+        out = data.astype(np.float32)
+    valid = valid_pixel_mask(data, mask)
+    lost = valid & ~np.isfinite(out)
+    if lost.any():
+        msg = (f'{int(lost.sum())} pixels of the {data.dtype} image are '
+               'beyond the range of float32 (about 3.4e38), in which the '
+               'denoiser works and returns its result; rescale the image '
+               'or mask them')
+        raise ValueError(msg)
+    if ((out == data) | ~valid).all():
+        # nothing lost (float32 data read as float64, 32-bit integers
+        # below 2**24)
+        return out
+    try:
+        sky, noise = robust_sky_noise(data, valid)
+    except ValueError:
+        # no valid pixel or no noise at all: said as usual later
+        return out
+    step = float(np.spacing(np.float32(abs(sky))))
+    if step > _MAX_FLOAT32_STEP * noise:
+        msg = (f'the {data.dtype} image cannot be denoised in float32, '
+               'in which the denoiser works and returns its result: at '
+               f'its sky level ({sky:.7g}) float32 resolves only steps of '
+               f'{step:.3g}, more than {_MAX_FLOAT32_STEP:g} of its noise '
+               f'({noise:.3g}); subtract a constant (e.g. its median) in '
+               'float64 first, and add it back to the result if needed')
+        raise ValueError(msg)
+    return out
+
+
+def _repack_nddata(nd, out, mask, model_name):
+    """
+    ``nd``'s class with the denoised image ``out`` as data, the combined
+    ``mask`` (or none) and copies of ``nd``'s unit, wcs, meta (with a
+    ``HISTORY`` line naming the denoiser and ``model_name`` added), psf
+    and flags; its uncertainty, which describes the noise of the raw
+    pixels, is dropped.
+    """
+    meta = _mark_denoised(copy.deepcopy(nd.meta), model_name)
+    kwargs = {'mask': None if mask is None else np.array(mask, dtype=bool),
+              'meta': meta, 'wcs': copy.deepcopy(nd.wcs)}
+    if nd.unit is not None:
+        kwargs['unit'] = nd.unit
+    for name in ('psf', 'flags'):
+        value = getattr(nd, name, None)
+        if value is not None:
+            kwargs[name] = copy.deepcopy(value)
+    return nd.__class__(out, **kwargs)
 
 
 def _combine_masks(mask1, mask2, shape):
