@@ -54,7 +54,7 @@ def main(argv=None):
                                   gridspec_kw=dict(width_ratios=(1.6, 1)))
     norm = ImageNormalize(data, interval=ZScaleInterval())
     ax.imshow(data, origin='lower', cmap='Greys', norm=norm)
-    colours = {'': 'lime', 'saturated': 'red', 'too faint': '0.6',
+    colours = {'selected': 'lime', 'saturated': 'red', 'too faint': '0.6',
                'near edge or mask': 'orange',
                'cosmic ray / hot pixel': 'magenta',
                'not point-like / extended': 'cyan', 'odd shape': 'yellow'}
@@ -63,10 +63,9 @@ def main(argv=None):
         if reason == 'too faint':
             continue
         col = colours.get(reason, 'dodgerblue')
-        label = 'selected' if reason == '' else reason
-        ax.scatter(r['x_centroid'], r['y_centroid'], s=90 if reason == ''
-                   else 50, facecolors='none', edgecolors=col, lw=1.2,
-                   label=f'{label} ({len(r)})')
+        ax.scatter(r['x_centroid'], r['y_centroid'],
+                   s=90 if reason == 'selected' else 50, facecolors='none',
+                   edgecolors=col, lw=1.2, label=f'{reason} ({len(r)})')
     ax.legend(loc='upper right', fontsize=7, framealpha=0.8)
     ax.set_title(f'M67 (DSS plate), {c}x{c}: {int(tab["selected"].sum())}'
                  f' of {len(tab)} candidates selected', fontsize=9)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from astropy.nddata import NDData
 from astropy.table import QTable, Table
+from astropy.utils.masked import Masked
 
 from cnnfind import GalaxyMorphClassifier
 from cnnfind.exceptions import CNNFindWarning
@@ -304,6 +305,144 @@ def test_partly_nan_cutout_is_filled(clf):
     # 8 of the 32 columns of the central crop.
     assert tbl['masked_fraction'][0] == pytest.approx(0.25)
     assert np.isfinite(tbl['p_spiral'][0])
+
+
+def _disc_mask(shape, x, y, radius):
+    yy, xx = np.mgrid[:shape[-2], :shape[-1]]
+    return np.broadcast_to(np.hypot(xx - x, yy - y) < radius, shape)
+
+
+def test_masked_array_cutouts(clf):
+    # The mask of a masked array of cutouts marks invalid pixels, like
+    # NaN (it used to be refused as a field-image mask).
+    rng = np.random.default_rng(8)
+    cut = rng.normal(0, 10, (2, 64, 64)) + _blob((64, 64), 31.5, 31.5)
+    mask = np.zeros(cut.shape, bool)
+    mask[:, :, :24] = True  # 8 of the 32 columns of the central crop
+    nan = np.where(mask, np.nan, cut)
+    ref = clf(nan)
+    np.testing.assert_allclose(ref['masked_fraction'], 0.25)
+    for data in (np.ma.MaskedArray(cut, mask), Masked(cut, mask=mask),
+                 NDData(cut, mask=mask)):
+        tbl = clf(data)
+        np.testing.assert_allclose(tbl['masked_fraction'], 0.25)
+        for col in PROB_COLS:
+            np.testing.assert_allclose(tbl[col], ref[col], rtol=1e-6)
+    # Integer counts: the masked values (here a huge bad value) are left
+    # out of the stretch's sky and noise, as NaN would be.
+    counts = np.round(cut + 1000).astype(np.int32)
+    bad = np.where(mask, 2**30, counts)
+    tbl = clf(np.ma.MaskedArray(bad, mask))
+    ref = clf(np.where(mask, np.nan, counts.astype(float)))
+    np.testing.assert_allclose(tbl['masked_fraction'], 0.25)
+    for col in PROB_COLS:
+        np.testing.assert_allclose(tbl[col], ref[col], rtol=1e-5, atol=1e-7)
+
+
+def test_masked_array_colour_cutouts(clf):
+    rng = np.random.default_rng(9)
+    grey = np.clip(rng.normal(10, 3, (2, 64, 64))
+                   + _blob((64, 64), 31.5, 31.5, amp=230.0), 0, 255)
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.uint8)
+    mask = np.zeros(rgb.shape, bool)
+    mask[:, :, :24, 1] = True  # one band masked: the pixel is invalid
+    tbl = clf(np.ma.MaskedArray(rgb, mask))
+    np.testing.assert_allclose(tbl['masked_fraction'], 0.25)
+    # A per-pixel NDData mask of colour cutouts covers every band.
+    tbl2 = clf(NDData(rgb, mask=mask[..., 1]))
+    every_band = np.repeat(mask[..., 1:2], 3, axis=-1)
+    tbl3 = clf(np.ma.MaskedArray(rgb, every_band))
+    np.testing.assert_allclose(tbl2['masked_fraction'], 0.25)
+    for col in PROB_COLS:
+        np.testing.assert_allclose(tbl2[col], tbl3[col], rtol=1e-6)
+    # Nothing masked: the same as the plain array.
+    plain = clf(rgb)
+    unmasked = clf(np.ma.MaskedArray(rgb, np.zeros(rgb.shape, bool)))
+    for col in PROB_COLS:
+        np.testing.assert_allclose(unmasked[col], plain[col])
+    with pytest.raises(ValueError, match='no finite, unmasked pixels'):
+        clf(np.ma.MaskedArray(rgb, np.ones(rgb.shape, bool)))
+
+
+def test_masked_array_colour_field(clf, field):
+    img, xy = field
+    rgb = np.repeat(img[..., None], 3, axis=-1)
+    mask = np.zeros(rgb.shape, bool)
+    mask[120:200, 70:150, 0] = True  # covers source 0, in one band
+    with pytest.warns(CNNFindWarning, match='masked'):
+        tbl = clf(np.ma.MaskedArray(rgb, mask), positions=xy)
+    with pytest.warns(CNNFindWarning, match='masked'):
+        ref = clf(rgb, mask=mask[..., 0], positions=xy)
+    assert tbl['label'][0] == 'masked'
+    np.testing.assert_allclose(tbl['masked_fraction'], ref['masked_fraction'])
+    np.testing.assert_allclose(tbl['p_spiral'][1:], ref['p_spiral'][1:])
+
+
+def test_hollow_core_warns(clf):
+    # NaN at the galaxy's centre changes what the network sees far more
+    # than the same number of NaN pixels elsewhere in its view.
+    rng = np.random.default_rng(10)
+    cut = rng.normal(0, 10, (3, 64, 64)) + _blob((64, 64), 31.5, 31.5)
+    # The view is the central 32x32, its core the disc of radius 4 px.
+    cut[0][_disc_mask((64, 64), 31.5, 31.5, 3.0)] = np.nan
+    cut[1][_disc_mask((64, 64), 41.5, 31.5, 3.0)] = np.nan  # off the core
+    with pytest.warns(CNNFindWarning,
+                      match=r'^1 source\(s\) have more than 10% of the core'):
+        tbl = clf(cut)
+    assert tbl['masked_fraction'][0] == pytest.approx(tbl['masked_fraction'][1])
+    assert tbl['masked_fraction'][0] < 0.05
+    assert np.isfinite(tbl['p_spiral']).all()  # probabilities are kept
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', CNNFindWarning)
+        clf(cut[1:])
+    # The same through a masked array, and in field mode.
+    mask = np.zeros(cut.shape, bool)
+    mask[0] = _disc_mask((64, 64), 31.5, 31.5, 3.0)
+    with pytest.warns(CNNFindWarning, match='1 source.*core'):
+        clf(np.ma.MaskedArray(np.nan_to_num(cut), mask))
+
+
+def test_hollow_core_warns_in_field_mode(clf, field):
+    img, xy = field
+    # Near the centre, not on it (a masked centre pixel also spoils the
+    # framing, and the source is then mostly masked).
+    mask = _disc_mask(img.shape, xy[0, 0] + 3, xy[0, 1], 4.0).copy()
+    with pytest.warns(CNNFindWarning, match='1 source.*core') as record:
+        tbl = clf(img, mask=mask, positions=xy)
+    assert not any('set to NaN' in str(w.message) for w in record)
+    assert np.isfinite(tbl['p_spiral']).all()
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'gz1').is_dir(),
+                    reason='shared Galaxy Zoo data not available')
+def test_hollow_core_on_gz1(clf):
+    # Real cutouts with a NaN disc at the centre (36 % of the core) are
+    # warned about; the same disc away from the core is not, and leaves
+    # the confident labels as they are.
+    from cnnfind.training.morph_data import load_gz1, read_jpeg, split_gz1
+    ids, paths, labels = load_gz1(DATA)
+    test = np.nonzero(split_gz1(ids, seed=0) == 'test')[0]
+    pick = np.concatenate([test[labels[test] == 0][:10],
+                           test[labels[test] == 1][:10]])
+    cut = np.stack([read_jpeg(paths[i]) for i in pick]) / 255.0
+    side = cut.shape[1]
+    view = side * clf._crop
+    c = (side - 1) / 2
+    disp = GalaxyMorphClassifier(device='cpu', stretch='none')
+    ref = disp(cut)
+    centre = cut.copy()
+    centre[:, _disc_mask((side, side), c, c, 0.075 * view)] = np.nan
+    with pytest.warns(CNNFindWarning, match=f'^{len(pick)} source'):
+        disp(centre)
+    away = cut.copy()
+    away[:, _disc_mask((side, side), c + 0.35 * view, c, 0.075 * view)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', CNNFindWarning)
+        tbl = disp(away)
+    prob = np.column_stack([ref[col] for col in PROB_COLS])
+    confident = prob.max(axis=1) >= 0.9
+    assert confident.sum() >= 10
+    assert list(tbl['label'][confident]) == list(ref['label'][confident])
 
 
 # --- bad input -------------------------------------------------------------

@@ -96,15 +96,68 @@ def test_wrong_mask_shape(selector):
     (dict(fwhm=-1.0), 'fwhm'),
     (dict(fwhm=np.nan), 'fwhm'),
     (dict(fwhm='wide'), 'fwhm'),
+    (dict(fwhm=0), 'fwhm'),
+    (dict(fwhm=np.inf), 'fwhm'),
     (dict(size=24), 'odd'),
+    (dict(size=25.5), r'size must be an odd integer >= 5, not 25\.5'),
+    (dict(size=3), 'size'),
+    (dict(size='25'), 'size'),
+    (dict(size=None), 'size'),
     (dict(min_score=1.5), 'min_score'),
+    (dict(min_score=-0.1), 'min_score'),
+    (dict(min_score=np.nan), 'min_score'),
+    (dict(min_score='a'), "min_score must be a number between 0 and 1 or "
+                          "None, not 'a'"),
     (dict(min_snr=-1), 'min_snr'),
+    (dict(min_snr=np.nan), 'min_snr.*nan'),
+    (dict(min_snr=np.inf), 'min_snr'),
+    (dict(min_snr='a'), 'min_snr'),
+    (dict(isolation=-1.0), 'isolation'),
+    (dict(isolation=np.inf), 'isolation'),
+    (dict(isolation=[1.0, 2.0]), 'isolation'),
+    (dict(neighbour_flux_ratio=np.nan), 'neighbour_flux_ratio'),
+    (dict(neighbour_flux_ratio=np.inf), 'neighbour_flux_ratio'),
+    (dict(saturation=np.nan), 'saturation must be a finite positive number '
+                              'or None, not nan'),
+    (dict(saturation=-1), 'saturation.*-1'),
+    (dict(saturation=0), 'saturation'),
+    (dict(saturation=np.inf), 'saturation'),
+    (dict(saturation='high'), 'saturation'),
+    (dict(threshold=np.inf), 'threshold must be a finite non-negative '
+                             'number, not inf'),
+    (dict(threshold=np.nan), 'threshold'),
+    (dict(threshold=-1.0), 'threshold'),
+    (dict(threshold=True), 'threshold'),
     (dict(max_stars=0), 'max_stars'),
+    (dict(max_stars=2.5), 'max_stars'),
+    (dict(max_stars=np.nan), 'max_stars'),
+    (dict(max_stars='a'), 'max_stars'),
+    (dict(n_threads=0), 'n_threads'),
+    (dict(n_threads=1.5), 'n_threads'),
+    (dict(n_threads='a'), 'n_threads'),
     (dict(device='gpu'), 'device'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PSFStarSelector(**kwargs)
+
+
+def test_valid_arguments_kept():
+    # None defaults come from the model card; integral floats and numpy
+    # scalars are accepted and converted.
+    sel = PSFStarSelector()
+    assert sel.fwhm is None and sel.saturation is None
+    assert sel.max_stars is None and sel.n_threads is None
+    assert 0 <= sel.min_score <= 1 and sel.min_snr >= 0
+    sel = PSFStarSelector(fwhm=np.float32(3.5), min_score=1, size=31.0,
+                          min_snr=0, isolation=0, neighbour_flux_ratio=0,
+                          saturation=np.int16(3000), max_stars=np.int64(5),
+                          threshold=0, n_threads=2)
+    assert sel.size == 31 and isinstance(sel.size, int)
+    assert sel.min_score == 1.0 and sel.min_snr == 0.0
+    assert sel.saturation == 3000.0
+    assert sel.max_stars == 5 and isinstance(sel.max_stars, int)
+    assert sel.n_threads == 2 and sel.threshold == 0.0
 
 
 def test_unknown_model(tmp_path):
@@ -152,8 +205,8 @@ def test_reasons(selector):
         d = np.hypot(cat['x_centroid'] - row['x_centroid'],
                      cat['y_centroid'] - row['y_centroid'])
         reason[names[int(np.argmin(d))]] = (row['reason'], row['selected'])
-    assert reason['good'] == ('', True)
-    assert reason['good2'] == ('', True)
+    assert reason['good'] == ('selected', True)
+    assert reason['good2'] == ('selected', True)
     assert reason['edge'][0] == 'near edge or mask'
     assert reason['faint'][0] == 'too faint'
     assert reason['saturated'][0] == 'saturated'
@@ -163,8 +216,25 @@ def test_reasons(selector):
     # Selected rows come first, brightest first; rejected have a reason.
     sel = np.asarray(tab['selected'])
     assert sel[:sel.sum()].all()
-    assert all(r != '' for r in tab['reason'][~sel])
+    assert all(r not in ('', 'selected') for r in tab['reason'][~sel])
+    assert all(r == 'selected' for r in tab['reason'][sel])
     assert np.all(np.diff(np.asarray(tab['flux'][sel])) <= 0)
+
+
+@pytest.mark.filterwarnings('ignore::astropy.io.fits.verify.VerifyWarning')
+@pytest.mark.parametrize('fmt', ['ascii.ecsv', 'ascii.csv', 'fits'])
+def test_reason_survives_write_and_read(selector, tmp_path, fmt):
+    # An empty reason for the selected stars read back from ECSV (and
+    # CSV) as masked values; every reason is a word now.
+    img, cat, _ = _scene()
+    tab = selector(img, candidates=cat, keep_rejected=True)
+    assert tab['selected'].any() and not tab['selected'].all()
+    path = tmp_path / ('stars.fits' if fmt == 'fits' else 'stars.txt')
+    tab.write(path, format=fmt)
+    back = QTable.read(path, format=fmt)
+    assert not getattr(back['reason'], 'mask', np.zeros(1, bool)).any()
+    assert [str(r) for r in back['reason']] == list(tab['reason'])
+    assert set(tab['reason'][tab['selected']]) == {'selected'}
 
 
 def test_mask_rejects_star(selector):
@@ -177,7 +247,7 @@ def test_mask_rejects_star(selector):
                      tab['y_centroid'] - cat['y_centroid'][good])
         return tab['reason'][int(np.argmin(d))]
 
-    assert reason_of_good(img) == ''
+    assert reason_of_good(img) == 'selected'
     mask = np.zeros(img.shape, bool)
     mask[45, 45] = True  # inside the good star's box
     assert reason_of_good(img, mask) == 'near edge or mask'
@@ -222,7 +292,7 @@ def test_default_candidates_and_fwhm_estimate(field):
     assert abs(sel.fwhm_used_ / field['psf']['fwhm'] - 1) < 0.15
     assert tab.meta['fwhm'] == sel.fwhm_used_
     reasons = set(tab['reason'])
-    assert '' in reasons
+    assert 'selected' in reasons
     assert 'saturated' in reasons
     assert 'too faint' in reasons
 
@@ -308,7 +378,7 @@ def test_grain_is_not_called_cosmic_ray(selector):
     assert reasons.count('cosmic ray / hot pixel') == 0
     # Blobs above 10 % of the peak are still other light in the box.
     assert reasons.count('other light in box') >= 3
-    assert reasons.count('') >= 5
+    assert reasons.count('selected') >= 5
 
 
 def test_cosmic_rays_on_wings_still_rejected(selector):

@@ -45,6 +45,12 @@ _STRETCHES = ('auto', 'none', 'asinh')
 _LINEAR_NOISE = 0.25 / 255
 _DISPLAY_NOISE = 0.5 / 255
 
+#: Radius of the core of the network's view, as a fraction of the
+#: view's side: one eighth, about the half-light radius of an
+#: exponential disc framed like a Galaxy Zoo cutout (R90 a fifth of the
+#: cutout's side, the view its central half).
+CORE_RADIUS = 0.125
+
 
 def display_stretch(z, display=None):
     """
@@ -204,6 +210,23 @@ def _pad_square(image):
     return out
 
 
+def core_masked_fraction(display_image, *, crop):
+    """
+    Fraction of invalid (non-finite) pixels in the core of the network's
+    view of one display image ``(H, W, C)``: the disc of radius
+    `CORE_RADIUS` times the view's side at the centre of the central
+    ``crop`` (framed as in `to_network_input`; at least the central
+    pixel or 2x2 pixels).
+    """
+    img = _central_crop(_pad_square(display_image), crop)
+    bad = ~np.isfinite(img).all(axis=-1)
+    n = bad.shape[0]
+    c = (n - 1) / 2
+    yy, xx = np.ogrid[:n, :n]
+    core = np.hypot(yy - c, xx - c) <= max(CORE_RADIUS * n, 0.75)
+    return float(bad[core].mean())
+
+
 def to_network_input(display_image, *, crop, size, fill=None):
     """
     One display-scaled ``(H, W, C)`` image (NaN where invalid) to a
@@ -237,7 +260,7 @@ def check_stretch(stretch):
     return stretch
 
 
-def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
+def prepare_cutouts(cutouts, *, stretch='auto', crop, size, mask=None):
     """
     A stack of cutouts to network inputs.
 
@@ -258,6 +281,10 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
         integers).
     crop, size : float, int
         Central fraction kept and network input size.
+    mask : bool array-like, optional
+        `True` for invalid pixels, like NaN: the shape of ``cutouts``
+        (per band), or ``(N, H, W)`` for colour cutouts (all bands).
+        Masked values are left out of the stretch's sky and noise.
 
     Returns
     -------
@@ -265,6 +292,29 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
     masked : ``(N,)`` float `~numpy.ndarray`
         Fraction of invalid pixels in each cutout's central crop (what
         the network sees).
+    """
+    x, masked, _ = _prepare_cutouts(cutouts, stretch=stretch, crop=crop,
+                                    size=size, mask=mask)
+    return x, masked
+
+
+def _cutout_mask(mask, shape):
+    """``mask`` as a bool array of ``shape`` (broadcast over the bands
+    of colour cutouts), or a clear `ValueError`."""
+    mask = np.asarray(mask)
+    if len(shape) == 4 and mask.shape == shape[:3]:
+        mask = mask[..., None]
+    elif mask.shape != shape:
+        msg = (f'mask has shape {mask.shape} but the cutouts have shape '
+               f'{shape}; they must be the same')
+        raise ValueError(msg)
+    return np.broadcast_to(mask.astype(bool), shape)
+
+
+def _prepare_cutouts(cutouts, *, stretch='auto', crop, size, mask=None):
+    """
+    `prepare_cutouts`, plus the fraction of invalid pixels in the core
+    of each cutout's network view (`core_masked_fraction`).
     """
     check_stretch(stretch)
     arr = np.asarray(cutouts)
@@ -283,15 +333,30 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
                f'{arr.shape[1]}x{arr.shape[2]} (to classify sources in '
                'a field image, pass positions=)')
         raise ValueError(msg)
+    if mask is not None:
+        mask = _cutout_mask(mask, arr.shape)
+        if not mask.any():
+            mask = None
     if stretch == 'auto':
-        stretch = _auto_stretch(arr, colour=arr.ndim == 4, what='cutouts')
+        valid = None
+        if mask is not None:
+            valid = ~(mask.any(axis=-1) if arr.ndim == 4 else mask)
+        stretch = _auto_stretch(arr, colour=arr.ndim == 4, valid=valid,
+                                what='cutouts')
     x = np.empty((arr.shape[0], 3, size, size), np.float32)
     masked = np.empty(arr.shape[0])
+    core = np.empty(arr.shape[0])
     for i, cut in enumerate(arr):
         cut = _as_bands(cut)
+        if mask is not None and mask[i].any():
+            # Masked values become NaN (invalid) before the stretch, so
+            # that they count in neither the sky nor the noise.
+            cut = np.where(_as_bands(mask[i]), np.float32(np.nan),
+                           cut.astype(np.float32))
         finite = np.isfinite(cut)
         if not finite.any():
-            msg = f'cutout {i} has no finite pixels'
+            what = 'finite, unmasked' if mask is not None else 'finite'
+            msg = f'cutout {i} has no {what} pixels'
             raise ValueError(msg)
         if stretch == 'none':
             disp = cut.astype(np.float32)
@@ -304,4 +369,5 @@ def prepare_cutouts(cutouts, *, stretch='auto', crop, size):
                 msg = f'cutout {i} cannot be display-scaled: {exc}'
                 raise ValueError(msg) from exc
         x[i], masked[i] = to_network_input(disp, crop=crop, size=size)
-    return x, masked
+        core[i] = core_masked_fraction(disp, crop=crop)
+    return x, masked, core

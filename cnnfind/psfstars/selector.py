@@ -12,7 +12,11 @@ from astropy.table import QTable, Table
 from photutils.utils.exceptions import NoDetectionsWarning
 
 from cnnfind._columns import _candidate_xy
-from cnnfind._validation import _positive_int_or_none, _positive_number_or_none
+from cnnfind._validation import (
+    _check_number,
+    _positive_int_or_none,
+    _real_scalar,
+)
 from cnnfind._wcs import _add_sky_centroid
 from cnnfind.detection.finder import _prepare_image
 from cnnfind.detection.finder import _unpack_data as _unpack
@@ -39,6 +43,10 @@ REASONS = ('near edge or mask', 'saturated', 'too faint',
            'cosmic ray / hot pixel', 'not point-like / extended',
            'other light in box', 'odd shape',
            'unresolved blend / double star')
+#: The ``reason`` of a selected star. Not an empty string: astropy's
+#: ECSV, CSV and FITS readers take empty strings for missing values, and
+#: the column of a written table would read back masked.
+SELECTED = 'selected'
 
 #: A pixel outside the core that differs from the reference stamp by
 #: more than this fraction of the peak, and by more than
@@ -61,16 +69,19 @@ def _sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 
 
-def _cutout_size(size, box):
-    """``size`` as an odd int of at most ``box``, else `ValueError`."""
-    try:
-        value = float(size)
-    except (TypeError, ValueError):
-        value = np.nan
-    if not (value.is_integer() and value >= 1 and int(value) % 2 == 1):
-        msg = f'size must be an odd positive integer, not {size!r}'
+def _cutout_size(size, box=None, *, minimum=1):
+    """
+    ``size`` as an odd int of at least ``minimum`` and at most ``box``,
+    else a `ValueError`.
+    """
+    value = _real_scalar(size)
+    if not (np.isfinite(value) and value.is_integer() and value >= minimum
+            and int(value) % 2 == 1):
+        what = ('an odd positive integer' if minimum <= 1
+                else f'an odd integer >= {minimum}')
+        msg = f'size must be {what}, not {size!r}'
         raise ValueError(msg)
-    if value > box:
+    if box is not None and value > box:
         msg = (f'size={int(value)} is larger than the selector\'s size '
                f'({box}), the box within which the stars are checked for '
                'edges, masked pixels and other light; use '
@@ -154,7 +165,7 @@ class PSFStarSelector:
     neighbour_flux_ratio : float, optional
         See ``isolation``.
     saturation : float or `None`, optional
-        Saturation level in data units. Whatever it is, a core whose
+        Saturation level in data units (positive). Whatever it is, a core whose
         maximum is shared by three or more pixels of the central 5x5
         (a plateau) is taken as saturated, and so is soft saturation
         found in the data: when the peaks of the brighter half of the
@@ -180,6 +191,18 @@ class PSFStarSelector:
     progress : bool, optional
         Show CNNStarFinder's progress bar over tiles.
 
+    Raises
+    ------
+    ValueError
+        At construction, for an argument out of its range: ``fwhm`` or
+        ``saturation`` not a finite positive number (or `None`);
+        ``min_score`` not within 0-1 (or `None`); ``min_snr`` (or
+        `None`), ``isolation``, ``neighbour_flux_ratio`` or
+        ``threshold`` not a finite non-negative number; ``size`` not an
+        odd integer >= 5; ``max_stars`` or ``n_threads`` not a positive
+        integer (or `None`); an unknown ``device``. Strings and
+        booleans are not taken as numbers.
+
     Examples
     --------
     >>> import numpy as np
@@ -199,50 +222,41 @@ class PSFStarSelector:
                  isolation=3.0, neighbour_flux_ratio=0.02, saturation=None,
                  max_stars=None, threshold=5.0, model=None, device='auto',
                  n_threads=None, progress=False):
-        fwhm = _positive_number_or_none(fwhm, 'fwhm')
+        fwhm = _check_number(fwhm, 'fwhm', positive=True, allow_none=True)
         if fwhm is not None:
             if not 1.5 <= fwhm <= 9.0:
                 warnings.warn(f'fwhm={fwhm} is outside the range the '
                               'network was trained for (1.8-7 px)',
                               CNNFindWarning, stacklevel=2)
         self.fwhm = fwhm
-        size = int(size)
-        if size < 5 or size % 2 == 0:
-            msg = f'size must be an odd integer >= 5, not {size}'
-            raise ValueError(msg)
-        self.size = size
-        for name, value in (('isolation', isolation),
-                            ('neighbour_flux_ratio', neighbour_flux_ratio),
-                            ('threshold', threshold)):
-            if not np.isscalar(value) or not value >= 0:
-                msg = f'{name} must be a non-negative number, not {value!r}'
-                raise ValueError(msg)
-        self.isolation = float(isolation)
-        self.neighbour_flux_ratio = float(neighbour_flux_ratio)
-        self.threshold = float(threshold)
-        self.saturation = None if saturation is None else float(saturation)
+        self.size = _cutout_size(size, minimum=5)
+        self.isolation = _check_number(isolation, 'isolation')
+        self.neighbour_flux_ratio = _check_number(neighbour_flux_ratio,
+                                                  'neighbour_flux_ratio')
+        self.threshold = _check_number(threshold, 'threshold')
+        self.saturation = _check_number(saturation, 'saturation',
+                                        positive=True, allow_none=True)
         self.max_stars = _positive_int_or_none(max_stars, 'max_stars')
+        # Checked before the model is loaded, like the rest: the card
+        # supplies only the defaults of min_snr and min_score.
+        min_snr = _check_number(min_snr, 'min_snr', allow_none=True)
+        min_score = _check_number(min_score, 'min_score', maximum=1.0,
+                                  allow_none=True)
+        self.n_threads = _positive_int_or_none(n_threads, 'n_threads')
+        _providers(device)  # validates the device now
+        self.device = device
+        self.progress = bool(progress)
         self.model = load_model(model, 'psfstars', required_keys=_CARD_KEYS)
         if int(self.model.card['stamp_size']) != STAMP:
             msg = (f"model {self.model.name!r} expects {self.model.card['stamp_size']}"
                    f'-pixel stamps; this cnnfind makes {STAMP}-pixel stamps')
             raise ValueError(msg)
         if min_snr is None:
-            min_snr = self.model.card.get('default_min_snr', 30.0)
-        if not np.isscalar(min_snr) or not min_snr >= 0:
-            msg = f'min_snr must be a non-negative number, not {min_snr!r}'
-            raise ValueError(msg)
-        self.min_snr = float(min_snr)
+            min_snr = float(self.model.card.get('default_min_snr', 30.0))
+        self.min_snr = min_snr
         if min_score is None:
-            min_score = self.model.card['default_min_score']
-        if not 0.0 <= min_score <= 1.0:
-            msg = 'min_score must be between 0 and 1'
-            raise ValueError(msg)
-        self.min_score = float(min_score)
-        _providers(device)  # validates the device now
-        self.device = device
-        self.n_threads = n_threads
-        self.progress = bool(progress)
+            min_score = float(self.model.card['default_min_score'])
+        self.min_score = min_score
         self.fwhm_used_ = fwhm
         self.pileup_level_ = None
 
@@ -341,7 +355,8 @@ class PSFStarSelector:
             ``xcenter``/``ycenter`` or ``x``/``y`` columns.
         keep_rejected : bool, optional
             Return every candidate, with a boolean ``selected`` column
-            and a readable ``reason`` for each rejection.
+            and a readable ``reason`` for each rejection (``'selected'``
+            for the selected stars).
 
         Returns
         -------
@@ -450,6 +465,7 @@ class PSFStarSelector:
         tab['blend_chi2'] = chi2[keep]
         if keep_rejected:
             tab['selected'] = selected[keep]
+            reason[selected] = SELECTED
             tab['reason'] = np.array([str(r) for r in reason[keep]])
         tab.meta['fwhm'] = fwhm
         tab.meta['sky'] = sky
