@@ -202,6 +202,22 @@ class TestUnitsAndContainers:
             CNNStarFinder(5.0, 3.0)(NDData(img, meta=other))
             CNNStarFinder(5.0, 3.0)(NDData(img))
 
+    @pytest.mark.parametrize('dtype', [np.int64, np.float64])
+    def test_huge_values_clear_error(self, dtype):
+        # Around 2**40 float32, in which the finder works, resolves only
+        # steps of 2**17: the image would round to a constant. The error
+        # says so (it used to call the image constant); less the offset,
+        # or in 32-bit integers, the image is fine.
+        img = np.round(single_star(flux=20000.0, noise=5.0))
+        with pytest.raises(ValueError, match='float32 resolves only steps'):
+            CNNStarFinder(25.0, 3.0)(img.astype(dtype) + dtype(2**40))
+        ref = CNNStarFinder(25.0, 3.0)(img.astype(np.float32))
+        tbl = CNNStarFinder(25.0, 3.0)(img.astype(np.int32))
+        np.testing.assert_allclose(tbl['x_centroid'], ref['x_centroid'])
+        img[3, 3] = 1e39
+        with pytest.raises(ValueError, match='beyond the range of float32'):
+            CNNStarFinder(25.0, 3.0)(img)
+
     def test_masked_array(self):
         img = np.ma.MaskedArray(single_star(), mask=False)
         img.mask[20:28, 20:28] = True

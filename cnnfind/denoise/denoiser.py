@@ -23,6 +23,7 @@ from cnnfind.denoise._prepare import (
 )
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
+    _as_float32,
     check_mask_shape,
     robust_sky_noise,
     valid_pixel_mask,
@@ -909,60 +910,6 @@ def _fill_regions(data, valid, level=None):
                                         == data[:, :-1][pairs])
                 < _FILL_MAX_TIES):
             out[:] = False
-    return out
-
-
-#: Largest step of float32 at the sky level, in units of the noise, for
-#: data that float32 cannot hold exactly (see `_as_float32`): the rounding
-#: then adds at most 0.14 of the noise (``0.5 / sqrt(12)``).
-_MAX_FLOAT32_STEP = 0.5
-
-
-def _as_float32(data, mask=None):
-    """
-    A real-valued image as float32 in native byte order, in which the
-    denoiser works and returns its result.
-
-    Types that float32 holds exactly (8- and 16-bit integers, float16,
-    float32) are converted. Others (float64, 32- and 64-bit integers)
-    are converted where that keeps the image: a `ValueError` says what
-    is lost otherwise, valid (finite, unmasked) values beyond the range
-    of float32, or, unless float32 holds the valid values exactly, a sky
-    level at which float32 steps are more than ``_MAX_FLOAT32_STEP`` of
-    the noise (e.g. integers around ``2**40``, which would otherwise
-    round to a constant image). The sky and noise for that test are
-    measured at the input's precision.
-    """
-    if np.can_cast(data.dtype, np.float32):
-        return data.astype(np.float32, copy=False)
-    with np.errstate(over='ignore'):
-        out = data.astype(np.float32)
-    valid = valid_pixel_mask(data, mask)
-    lost = valid & ~np.isfinite(out)
-    if lost.any():
-        msg = (f'{int(lost.sum())} pixels of the {data.dtype} image are '
-               'beyond the range of float32 (about 3.4e38), in which the '
-               'denoiser works and returns its result; rescale the image '
-               'or mask them')
-        raise ValueError(msg)
-    if ((out == data) | ~valid).all():
-        # nothing lost (float32 data read as float64, 32-bit integers
-        # below 2**24)
-        return out
-    try:
-        sky, noise = robust_sky_noise(data, valid)
-    except ValueError:
-        # no valid pixel or no noise at all: said as usual later
-        return out
-    step = float(np.spacing(np.float32(abs(sky))))
-    if step > _MAX_FLOAT32_STEP * noise:
-        msg = (f'the {data.dtype} image cannot be denoised in float32, '
-               'in which the denoiser works and returns its result: at '
-               f'its sky level ({sky:.7g}) float32 resolves only steps of '
-               f'{step:.3g}, more than {_MAX_FLOAT32_STEP:g} of its noise '
-               f'({noise:.3g}); subtract a constant (e.g. its median) in '
-               'float64 first, and add it back to the result if needed')
-        raise ValueError(msg)
     return out
 
 

@@ -36,6 +36,7 @@ from cnnfind.detection._vetting import FEATURES, vetting_features
 from cnnfind.detection.catalog import _CNNStarFinderCatalog
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.runtime.normalize import (
+    _as_float32,
     check_mask_shape,
     robust_sky_noise,
     valid_pixel_mask,
@@ -155,10 +156,11 @@ def _unpack_data(data, mask):
     if min(data.shape) < 5:
         msg = f'the image is too small ({data.shape}); it needs >= 5x5'
         raise ValueError(msg)
-    # Native byte order float32 (FITS data are big-endian).
-    data = data.astype(np.float32, copy=False)
     if mask is not None:
         mask = check_mask_shape(mask, data.shape)
+    # Native byte order float32 (FITS data are big-endian), with a clear
+    # error where float32 cannot hold the image.
+    data = _as_float32(data, mask)
     return data, mask, unit
 
 
