@@ -603,14 +603,14 @@ def test_extract_stars_m67_epsf(shared_data):
 
 
 # -- noise bias of the FWHM estimate, boxes larger than the stamp --------------
-def test_fwhm_estimate_ignores_low_peak_stars():
+def test_fwhm_estimate_not_broadened_by_faint_stars():
     """
-    The core fit keeps the pixels above 15 % of the peak; for stars whose
-    peak is only a few sigma (aperture SNR 20-60 at FWHM 8) that
-    threshold is within the noise and the fit comes out broad. On this
-    field (Moffat FWHM 8) the estimate used to run away to 12.9 px and
-    no star was selected; stars with peaks below 20 sigma are now left
-    out of it (8.9 px, 6 stars).
+    A core fit to the pixels above 15 % of the peak keeps, for stars
+    whose peak is only a few sigma (aperture SNR 20-60 at FWHM 8), the
+    upward fluctuations of the wings and drops the downward ones, and
+    comes out broad: on this field (Moffat FWHM 8) the estimate used to
+    run away to 12.9 px and no star was selected. The fit now takes the
+    pixels by position (8.3 px, 6 stars).
     """
     from cnnfind.simulation import FieldConfig, simulate_field
     sim = simulate_field((512, 512), FieldConfig(density=600, fwhm=8.0,
@@ -678,3 +678,24 @@ def test_extract_stars_size_checked(selector):
             selector.extract_stars(img, size=size)
     stars = selector.extract_stars(img, size=15)
     assert stars[0].data.shape == (15, 15)
+
+
+@pytest.mark.parametrize('fwhm', [3.0, 6.0])
+def test_aperture_fwhm_unbiased_for_faint_stars(fwhm):
+    # Gaussian stars peaking at 6 sigma: the fit on pixels chosen by
+    # position is unbiased (median within 5 %); the old value cut
+    # (`_core_fwhm`, pixels above 15 % of the peak) makes them broad.
+    from cnnfind.psfstars._features import _aperture_fwhm, _core_fwhm
+    rng = np.random.default_rng(11)
+    n, step = 100, 40
+    img = rng.normal(0.0, 1.0, (10 * step, 10 * step))
+    g = np.mgrid[0:10, 0:10].reshape(2, -1) * step + step / 2
+    x, y = g[1] + rng.uniform(-0.5, 0.5, n), g[0] + rng.uniform(-0.5, 0.5, n)
+    sigma = fwhm / 2.3548
+    render_profiles(img, x, y, np.full(n, 6.0 * 2 * np.pi * sigma**2), fwhm,
+                    kind='gaussian')
+    valid = np.ones(img.shape, bool)
+    new = np.nanmedian(_aperture_fwhm(img, valid, 0.0, x, y, fwhm))
+    old = np.nanmedian(_core_fwhm(img, valid, 0.0, x, y, fwhm))
+    assert new == pytest.approx(fwhm, rel=0.05)
+    assert old > 1.1 * fwhm

@@ -364,6 +364,82 @@ def _core_fwhm(data, valid, sky, x, y, radius):
     return out
 
 
+#: Widths (Gaussian sigma, pixels) tried by `_aperture_fwhm`.
+_SIGMA_GRID = np.geomspace(0.3, 8.0, 241)
+
+
+def _aperture_fwhm(data, valid, sky, x, y, fwhm):
+    """
+    FWHM of a circular Gaussian plus a constant fitted by least squares
+    to the valid pixels within ``1.5 * fwhm`` (at least 2.5 px) of each
+    centroid.
+
+    Unlike `_core_fwhm`, the pixels are chosen by their position only,
+    never by their value: a cut on the noisy values (above 15 % of the
+    peak, where that is within the noise) keeps the upward fluctuations
+    of the wings and drops the downward ones, and makes faint stars
+    look broad. The constant takes up the local background (a star on a
+    galaxy or nebula), which a global ``sky`` would leave in the wings.
+    The pixel's own width (1/12 px**2) is removed from the variance.
+    NaN where the fit fails or lands on the edge of the widths tried.
+    """
+    radius = max(1.5 * fwhm, 2.5)
+    half = int(np.ceil(radius)) + 1
+    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, half)
+    off = np.arange(-half, half + 1)
+    shape = stamps.shape
+    dx = np.broadcast_to(off[None, None, :] - (x - xi)[:, None, None], shape)
+    dy = np.broadcast_to(off[None, :, None] - (y - yi)[:, None, None], shape)
+    r2 = dx**2 + dy**2
+    use = svalid & (r2 <= radius**2)
+    resid = stamps - sky
+    var = _SIGMA_GRID**2 + 1.0 / 12.0
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        u = use[i]
+        m = int(u.sum())
+        if m < 9:
+            continue
+        v = resid[i][u]
+        g = np.exp(-0.5 * r2[i][u][None, :] / var[:, None])
+        # least squares of v on (g, 1) for every width: the chi-square
+        # falls by the projection of v on that plane, which the best
+        # width maximises (with a positive amplitude)
+        sg, sgg, sgv = g.sum(axis=1), np.einsum('ij,ij->i', g, g), g @ v
+        sv = v.sum()
+        det = m * sgg - sg**2
+        with np.errstate(divide='ignore', invalid='ignore'):
+            amp = (m * sgv - sg * sv) / det
+            back = (sgg * sv - sg * sgv) / det
+            gain = amp * sgv + back * sv
+        gain = np.where((amp > 0) & (det > 1e-9 * m * sgg), gain, -np.inf)
+        k = int(np.argmax(gain))
+        if not 0 < k < len(_SIGMA_GRID) - 1 or not np.isfinite(gain[k]):
+            continue
+        out[i] = 2.3548 * _SIGMA_GRID[k]
+    return out
+
+
+def _stellar_fwhm(values):
+    """
+    The FWHM of the narrowest well-populated group of ``values`` (core
+    FWHMs of bright candidates; NaN ignored), or NaN with fewer than 3.
+
+    Point sources share the PSF's width; galaxies, HII regions and
+    blends among the candidates are only ever broader. So the median is
+    taken over the values within 15 % of the 20th percentile (the
+    narrow end, above the few that noise makes too narrow), like
+    PSFEx's selection of stars around the mode of the FWHM distribution.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 3:
+        return np.nan
+    lo = np.percentile(v, 20)
+    near = v[(v >= lo / 1.15) & (v <= lo * 1.15)]
+    return float(np.median(near)) if len(near) >= 3 else float(np.median(v))
+
+
 def _residual_outlier(norm, valid, ref, noise_norm, fwhm):
     """
     The most discrepant pixel of each cutout against the reference

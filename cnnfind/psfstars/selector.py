@@ -23,10 +23,11 @@ from cnnfind.detection.finder import _unpack_data as _unpack
 from cnnfind.exceptions import CNNFindWarning
 from cnnfind.psfstars._features import (
     STAMP,
+    _aperture_fwhm,
     _blend_statistics,
-    _core_fwhm,
     _pileup_level,
     _prepare_candidates,
+    _stellar_fwhm,
     _subtract_local_sky,
 )
 from cnnfind.runtime.normalize import valid_pixel_mask
@@ -92,13 +93,6 @@ def _cutout_size(size, box=None, *, minimum=1):
 
 #: First FWHM guesses (pixels) of the FWHM estimate, tried in turn.
 _FWHM_STARTS = (3.0, 6.0, 9.0)
-#: Smallest peak (in units of the image noise) of a star used in the
-#: FWHM estimate. The core fit uses the pixels above 15 % of the peak;
-#: below a peak of about 20 sigma that threshold is within the noise,
-#: upward fluctuations of the wings are kept and downward ones dropped,
-#: and the fitted FWHM grows (by 10-50 % at peaks of 5-20 sigma for
-#: FWHM 3.5-8 px, while the aperture SNR of such stars is still 20-100).
-_FWHM_MIN_PEAK_SNR = 20.0
 
 
 class PSFStarSelector:
@@ -139,10 +133,11 @@ class PSFStarSelector:
     fwhm : float or `None`, optional
         PSF FWHM in pixels. `None` (default) estimates it from the data:
         CNNStarFinder is run with a 3-pixel guess, a circular Gaussian
-        is fitted to the cores of the 50 brightest isolated unsaturated
-        detections (with a peak of at least 20 times the noise, so that
-        the core stands above it) and their median FWHM is taken; the search is
-        repeated from the new value while it differs from the guess by
+        plus a constant is fitted to the pixels within 1.5 times the
+        guess (whatever their values) of the 50 brightest isolated
+        unsaturated detections with SNR >= 20, and the median of the
+        narrow end of their FWHMs (within 15 % of the 20th percentile:
+        point sources, not galaxies) is taken; the search is repeated from the new value while it differs from the guess by
         more than 25 % (at most three times). The estimate is in the attribute
         ``fwhm_used_`` after a call.
     min_score : float or `None`, optional
@@ -315,8 +310,7 @@ class PSFStarSelector:
                                     half=self.size // 2, isolation=4.0,
                                     flux_ratio=0.0)
             ok = (~m['edge'] & ~m['crowded'] & (m['n_flat'] < 3)
-                  & (m['snr'] >= 20)
-                  & (m['peak'] >= _FWHM_MIN_PEAK_SNR * noise))
+                  & (m['snr'] >= 20))
             ok &= ~self._saturated(m, ok)  # soft saturation broadens
             idx = np.flatnonzero(ok)
             idx = idx[np.argsort(-m['snr'][idx])][:50]
@@ -324,11 +318,10 @@ class PSFStarSelector:
                 break
             new = guess
             for _ in range(2):  # the fit radius follows the estimate
-                fw = _core_fwhm(data, valid, sky, x[idx], y[idx],
-                                max(2.0, new))
+                fw = _aperture_fwhm(data, valid, sky, x[idx], y[idx], new)
                 if np.isfinite(fw).sum() < 3:
                     break
-                new = float(np.nanmedian(fw))
+                new = _stellar_fwhm(fw)
             if abs(new / guess - 1.0) <= 0.25:
                 return new, guess
             guess = float(np.clip(new, 1.0, 12.0))
