@@ -404,13 +404,160 @@ def test_hollow_core_warns(clf):
 
 def test_hollow_core_warns_in_field_mode(clf, field):
     img, xy = field
-    # Near the centre, not on it (a masked centre pixel also spoils the
-    # framing, and the source is then mostly masked).
+    # Near the centre, not on it (a mask on the centre: see
+    # test_masked_core_keeps_field_framing).
     mask = _disc_mask(img.shape, xy[0, 0] + 3, xy[0, 1], 4.0).copy()
     with pytest.warns(CNNFindWarning, match='1 source.*core') as record:
         tbl = clf(img, mask=mask, positions=xy)
     assert not any('set to NaN' in str(w.message) for w in record)
     assert np.isfinite(tbl['p_spiral']).all()
+
+
+def _core_mask(shape, x, y, kind):
+    """A bad-pixel mask on the pixel at ``(x, y)``: a square of 1, 3x3,
+    5x5 or 7x7 pixels, or a bad column 1 or 3 pixels wide through it."""
+    ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    mask = np.zeros(shape, bool)
+    if kind.startswith('column'):
+        h = int(kind[len('column'):]) // 2
+        mask[:, ix - h:ix + h + 1] = True
+    else:
+        h = int(kind[0]) // 2
+        mask[iy - h:iy + h + 1, ix - h:ix + h + 1] = True
+    return mask
+
+
+@pytest.mark.parametrize('kind', ['1', '3x3', '5x5', '7x7', 'column1',
+                                  'column3'])
+def test_masked_core_keeps_field_framing(clf, field, kind):
+    # A masked or NaN core (a saturated nucleus masked by a data-quality
+    # map, a bad column through it) used to make the profile start at
+    # zero, which the Petrosian ratio read as the galaxy's edge: the
+    # stamp shrank from 160 to 16-17 pixels (3x3 and larger, 3-pixel
+    # column) and the network saw only the hole. The invalid pixels are
+    # now counted at the galaxy's radial profile.
+    img, xy = field
+    ref = clf(img, positions=xy)
+    mask = _core_mask(img.shape, *xy[0], kind)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always', CNNFindWarning)
+        tbl = clf(img, mask=mask, positions=xy)
+        # NaN pixels act as the mask does.
+        nan = clf(np.where(mask, np.nan, img), positions=xy)
+    assert not any('set to NaN' in str(w.message) for w in record)
+    side = tbl['stamp_size'][0].value
+    assert abs(side / ref['stamp_size'][0].value - 1) < 0.03
+    assert nan['stamp_size'][0].value == side
+    # Framed right, the mask is a small part of the view (the core
+    # warning comes from 7x7 pixels, 16 % of the view's core, and the
+    # 3-pixel column on).
+    assert tbl['masked_fraction'][0] < 0.05
+    assert np.isfinite(tbl['p_spiral'][0])
+    # The other sources (away from the mask) keep their stamps.
+    assert list(tbl['stamp_size'][1:]) == list(ref['stamp_size'][1:])
+
+
+def test_masked_core_keeps_label(clf):
+    # The edge-on disc of docs/morphology.rst with a masked 5x5 core: its
+    # 182-pixel stamp used to shrink to 17 pixels, labelled no_galaxy
+    # (p = 0.98); it is now framed as without the mask and stays spiral.
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:160, :160] - 79.5
+    img = rng.normal(100, 5, (300, 300))
+    img[70:230, 70:230] += 3000 * np.exp(-np.hypot(xx, yy / 0.3) / 8)
+    xy = [[149.5, 149.5], [40.0, 250.0]]
+    ref = clf(img, positions=xy)
+    tbl = clf(img, mask=_core_mask(img.shape, 149.5, 149.5, '5x5'),
+              positions=xy)
+    assert list(tbl['stamp_size']) == list(ref['stamp_size'])
+    assert list(tbl['label']) == ['spiral', 'no_galaxy']
+    assert tbl['p_spiral'][0] > 0.7
+
+
+@pytest.mark.parametrize(('scale', 'q'), [(2.0, 0.8), (4.0, 0.5),
+                                          (10.0, 0.6)])
+def test_masked_core_petrosian_r90(scale, q):
+    # Galaxies of different sizes with a NaN core: the radius (plain and
+    # neighbour-masked, as framed_side measures them) within 3 % of the
+    # radius without the NaN pixels (it was 2 to 3 pixels: the default,
+    # or the first empty annulus taken for the edge).
+    rng = np.random.default_rng(11)
+    img = _blob((301, 301), 150.3, 149.6, 3000.0, scale, q)
+    img += rng.normal(0.0, 5.0, img.shape)
+    grey = display_grey(_stretch_linear(img[..., None]))
+    r_ref = petrosian_r90(grey, 150.3, 149.6)
+    side_ref = framed_side(grey, 150.3, 149.6, 5.8,
+                           segments=segment_display(grey))
+    for kind in ('3x3', '5x5', 'column3'):
+        bad = np.where(_core_mask(grey.shape, 150.3, 149.6, kind),
+                       np.nan, grey)
+        r90 = petrosian_r90(bad, 150.3, 149.6)
+        assert abs(r90 / r_ref - 1) < 0.03, kind
+        side = framed_side(bad, 150.3, 149.6, 5.8,
+                           segments=segment_display(bad))
+        assert abs(side / side_ref - 1) < 0.03, kind
+
+
+def test_segment_display_keeps_masked_core():
+    # NaN pixels inside a source (its core, a column through it) stay in
+    # its segment: the position on them is the source's, not the sky,
+    # and a bad column does not cut it in two.
+    _, grey, c = _crowded(0, (40, 220))
+    ref = segment_display(grey)
+    own = ref.own_label(c, c)
+    n_ref = len(ref.slices)
+    for kind in ('7x7', 'column1', 'column3'):
+        bad = np.where(_core_mask(grey.shape, c, c, kind), np.nan, grey)
+        seg = segment_display(bad)
+        assert len(seg.slices) == n_ref, kind
+        assert seg.own_label(c, c) == own, kind
+        assert (abs(seg.extent(own, c, c) / ref.extent(own, c, c) - 1)
+                < 0.15), kind
+
+
+def test_masked_core_detected_field(clf, field):
+    # A 2D field without positions: the source found on a galaxy with a
+    # masked core gets the same framing as without the mask.
+    img, xy = field
+    mask = _core_mask(img.shape, *xy[0], '5x5')
+    ref = clf(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        tbl = clf(img, mask=mask)
+    i = np.argmin(np.hypot(ref['x_centroid'] - xy[0, 0],
+                           ref['y_centroid'] - xy[0, 1]))
+    j = np.argmin(np.hypot(tbl['x_centroid'] - xy[0, 0],
+                           tbl['y_centroid'] - xy[0, 1]))
+    assert abs(tbl['stamp_size'][j] / ref['stamp_size'][i] - 1) < 0.03
+
+
+@pytest.mark.skipif(DATA is None or not (DATA / 'real').is_dir(),
+                    reason='shared real images not available')
+def test_masked_core_on_sdss_galaxies(clf):
+    # The four largest galaxies of the SDSS r frame of NGC 6976 (stamps
+    # of 165 to 357 pixels): a masked 5x5 core or a 3-pixel bad column
+    # through it leaves their stamps within 3 % (they were 17 pixels).
+    from astropy.io import fits
+
+    from cnnfind.evaluation.peers import read_sextractor_catalog
+    real = DATA / 'real'
+    sdss = fits.getdata(
+        real / 'astropy-data/visualization_reprojected_sdss_r.fits.bz2')
+    cat = read_sextractor_catalog(
+        real / 'sextractor-reference/astropy-data_sdss_r.cat')
+    gal = np.nonzero(cat['CLASS_STAR'] < 0.5)[0]
+    keep = gal[np.argsort(cat['FLUX_AUTO'][gal])[::-1][:4]]
+    xy = np.column_stack([cat['X_IMAGE'][keep] - 1, cat['Y_IMAGE'][keep] - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', CNNFindWarning)
+        ref = clf(sdss, positions=xy)['stamp_size'].value
+        assert ref.min() > 100
+        for kind in ('5x5', 'column3'):
+            mask = np.zeros(sdss.shape, bool)
+            for x, y in xy:
+                mask |= _core_mask(sdss.shape, x, y, kind)
+            side = clf(sdss, mask=mask, positions=xy)['stamp_size'].value
+            np.testing.assert_allclose(side, ref, rtol=0.03, err_msg=kind)
 
 
 @pytest.mark.skipif(DATA is None or not (DATA / 'gz1').is_dir(),

@@ -12,6 +12,15 @@ light of its neighbours, which can inflate the Petrosian radius many
 times over. `segment_display` labels the sources of the field once, so
 that `framed_side` can measure the profile again with the other
 sources' pixels left out and use it when it is clearly smaller.
+
+Invalid (masked or NaN) pixels of the field, such as a saturated core
+masked by a data-quality map or a bad column through a source, are
+counted in the profile at the value of the source's radial profile at
+their radius (`_fill_profile`; an exponential extrapolated inward for
+a masked core), and `segment_display` keeps them in their source's
+segment. Left out, they made the profile of a source with a masked core
+start at zero, which the Petrosian ratio read as the source's edge: the
+stamp shrank to the 16-pixel minimum.
 """
 
 import numpy as np
@@ -83,7 +92,8 @@ class Segments:
     slices : list of tuple of slice
         Bounding box of each label (``slices[k - 1]``).
     smooth : 2D `~numpy.ndarray`
-        The smoothed display image (0 where invalid).
+        The smoothed display image (where invalid: interpolated from the
+        valid pixels nearby, 0 far from any).
     noise : float
         Noise of ``smooth``.
     """
@@ -118,7 +128,12 @@ def segment_display(grey):
     stays below ``_SEG_PEAK`` times the noise (faint islands, such as a
     galaxy's own outskirts broken up at the threshold) are dropped, and
     the others grown by ``_SEG_GROW`` pixels (where grown sources meet,
-    the higher label wins). Invalid (NaN) pixels are sky.
+    the higher label wins). Invalid (NaN) pixels belong to a source when
+    they are enclosed by its detected pixels (a masked core) or when
+    the smoothed image there, interpolated from the valid pixels around
+    them (`_fill_invalid_smooth`), is above the threshold (a bad column
+    through a source, which would otherwise split it in two); other
+    invalid pixels are sky.
 
     Parameters
     ----------
@@ -141,7 +156,12 @@ def segment_display(grey):
         return None
     if not (np.isfinite(noise) and noise > 0):
         return None
+    if not valid.all():
+        smooth = _fill_invalid_smooth(smooth, valid)
     det = valid & (smooth > sky + _SEG_NSIGMA * noise)
+    if not valid.all():
+        det = _detect_invalid(det, smooth > sky + _SEG_NSIGMA * noise,
+                              valid)
     labels, n = ndimage.label(det, structure=np.ones((3, 3), bool))
     if n:
         # Faint islands (e.g. a galaxy's own outskirts broken up at the
@@ -156,6 +176,48 @@ def segment_display(grey):
         labels = np.where(labels > 0, labels, grown)
     return Segments(labels, ndimage.find_objects(labels, max_label=n),
                     smooth, float(noise))
+
+
+#: Smallest weight of valid pixels (fraction of the smoothing kernel)
+#: for `_fill_invalid_smooth` to interpolate an invalid pixel.
+_FILL_MIN_WEIGHT = 0.02
+
+
+def _fill_invalid_smooth(smooth, valid):
+    """
+    ``smooth`` (the Gaussian-smoothed image with invalid pixels set to
+    0) with its invalid pixels replaced by the normalised convolution of
+    the valid ones (the smoothed image divided by the smoothed validity
+    map): the local weighted mean of the valid pixels around them. Where
+    the valid pixels weigh less than ``_FILL_MIN_WEIGHT`` of the kernel
+    (deep inside a large invalid region) the value stays 0. Valid pixels
+    are left as they are.
+    """
+    weight = ndimage.gaussian_filter(valid.astype(np.float32), _SEG_SMOOTH)
+    fill = ~valid & (weight >= _FILL_MIN_WEIGHT)
+    out = smooth.copy()
+    out[fill] = smooth[fill] / weight[fill]
+    return out
+
+
+def _detect_invalid(det, above, valid):
+    """
+    ``det`` (the detected valid pixels) with the invalid pixels added
+    that lie in holes of ``det`` (a masked core) or whose interpolated
+    smoothed value is ``above`` the threshold (e.g. a bad column
+    through a source), as long as they are connected to detected
+    pixels.
+    """
+    holes = ndimage.binary_fill_holes(det) & ~det & ~valid
+    add = holes | (~valid & above)
+    # Keep only the invalid pixels connected to detected ones.
+    lab, n = ndimage.label(det | add, structure=np.ones((3, 3), bool))
+    if not n:
+        return det
+    touch = np.zeros(n + 1, bool)
+    touch[np.unique(lab[det])] = True
+    touch[0] = False
+    return det | (add & touch[lab])
 
 
 def _symmetric(grey, segments, x, y, yy, xx):
@@ -184,11 +246,14 @@ def _symmetric(grey, segments, x, y, yy, xx):
 
 def _profile(grey, x, y, rmax, segments=None):
     """
-    Annulus sums and valid-pixel counts at integer radii; with
-    ``segments``, the pixels of sources other than the one at
-    ``(x, y)`` are left out, those of its own segment are made
-    point-symmetric about ``(x, y)`` (`_symmetric`), and the local sky
-    (mean of the pixels of no source within ``rmax``) is subtracted.
+    Annulus sums and pixel counts at integer radii; with ``segments``,
+    the pixels of sources other than the one at ``(x, y)`` are left out,
+    those of its own segment are made point-symmetric about ``(x, y)``
+    (`_symmetric`), and the local sky (mean of the pixels of no source
+    within ``rmax``) is subtracted. Invalid (NaN) pixels of the image
+    that are not left out are counted in at the value of the source's
+    radial profile at their radius (`_fill_profile`); pixels beyond the
+    image edge are left out.
     """
     ny, nx = grey.shape
     y0, y1 = max(int(y) - rmax, 0), min(int(y) + rmax + 2, ny)
@@ -196,13 +261,16 @@ def _profile(grey, x, y, rmax, segments=None):
     box = grey[y0:y1, x0:x1]
     yy, xx = np.mgrid[y0:y1, x0:x1]
     r = np.hypot(xx - x, yy - y)
-    ok = np.isfinite(box) & (r < rmax)
+    finite = np.isfinite(box)
+    ok = finite & (r < rmax)
+    bad = ~finite & (r < rmax)
     values = box
     if segments is not None:
         lab = segments.labels[y0:y1, x0:x1]
         own = segments.own_label(x, y)
         sky = ok & (lab == 0)
         ok &= sky | (lab == own)
+        bad &= (lab == 0) | (lab == own)
         if own:
             sym = _symmetric(grey, segments, x, y, yy, xx)
             values = np.where(lab == own, sym, box)
@@ -211,7 +279,38 @@ def _profile(grey, x, y, rmax, segments=None):
     idx = r[ok].astype(int)
     sums = np.bincount(idx, weights=values[ok], minlength=rmax)
     counts = np.bincount(idx, minlength=rmax)
+    if bad.any() and ok.any():
+        rsum = np.bincount(idx, weights=r[ok], minlength=rmax)
+        fill = _fill_profile(sums, counts, rsum, r[bad], grey)
+        bidx = r[bad].astype(int)
+        sums = sums + np.bincount(bidx, weights=fill, minlength=rmax)
+        counts = counts + np.bincount(bidx, minlength=rmax)
     return sums, counts
+
+
+def _fill_profile(sums, counts, rsum, r_bad, grey):
+    """
+    Values of the radial profile at the radii ``r_bad`` of invalid
+    pixels, from the annulus sums, valid-pixel counts and sums of the
+    valid pixels' radii: the annulus means, placed at the mean radius of
+    their valid pixels (a partly masked annulus is measured where its
+    valid pixels are), interpolated linearly in radius. Inside the
+    first of them (a masked core) the profile is extrapolated as an
+    exponential through the first two when it rises inward there (on
+    the display's asinh scale the profile of a galaxy's core is
+    steeper than linear in radius), up to the brightest valid value of
+    ``grey``, and flat otherwise; beyond the last one it is flat.
+    """
+    has = counts > 0
+    rr = rsum[has] / counts[has]
+    mean = sums[has] / counts[has]
+    out = np.interp(r_bad, rr, mean)
+    inner = r_bad < rr[0]
+    if inner.any() and rr.size >= 2 and mean[0] > mean[1] > 0:
+        r1, r2, m1, m2 = rr[0], rr[1], mean[0], mean[1]
+        core = m1 * (m1 / m2) ** ((r1 - r_bad[inner]) / (r2 - r1))
+        out[inner] = np.minimum(core, max(np.nanmax(grey), m1))
+    return out
 
 
 def petrosian_r90(grey, x, y, *, rmax_limit=256, default=2.0,
@@ -222,7 +321,8 @@ def petrosian_r90(grey, x, y, *, rmax_limit=256, default=2.0,
     Parameters
     ----------
     grey : 2D `~numpy.ndarray`
-        Sky-subtracted image (NaN where invalid).
+        Sky-subtracted image (NaN where invalid; invalid pixels are
+        counted at the source's radial profile, see `_profile`).
     x, y : float
         Source position.
     rmax_limit : int

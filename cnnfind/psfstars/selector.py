@@ -137,8 +137,9 @@ class PSFStarSelector:
         guess (whatever their values) of the 50 brightest isolated
         unsaturated detections with SNR >= 20, and the median of the
         narrow end of their FWHMs (within 15 % of the 20th percentile:
-        point sources, not galaxies) is taken; the search is repeated from the new value while it differs from the guess by
-        more than 25 % (at most three times). The estimate is in the attribute
+        point sources, not galaxies) is taken; the search is repeated
+        from the new value while it differs from the guess by more than
+        25 % (at most three times). The estimate is in the attribute
         ``fwhm_used_`` after a call.
     min_score : float or `None`, optional
         Minimum ``psf_score``. `None` uses the model card's default
