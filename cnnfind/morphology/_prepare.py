@@ -210,16 +210,13 @@ def _pad_square(image):
     return out
 
 
-def core_masked_fraction(display_image, *, crop):
+def _core_fraction(bad):
     """
-    Fraction of invalid (non-finite) pixels in the core of the network's
-    view of one display image ``(H, W, C)``: the disc of radius
-    `CORE_RADIUS` times the view's side at the centre of the central
-    ``crop`` (framed as in `to_network_input`; at least the central
-    pixel or 2x2 pixels).
+    Fraction of the ``True`` (invalid) pixels of the network's square
+    view ``bad`` in its core: the disc of radius `CORE_RADIUS` times the
+    view's side at its centre (at least the central pixel or 2x2
+    pixels).
     """
-    img = _central_crop(_pad_square(display_image), crop)
-    bad = ~np.isfinite(img).all(axis=-1)
     n = bad.shape[0]
     c = (n - 1) / 2
     yy, xx = np.ogrid[:n, :n]
@@ -240,16 +237,28 @@ def to_network_input(display_image, *, crop, size, fill=None):
     pixels are replaced by the display sky level, grey images are
     repeated over the three channels.
     """
+    x, masked, _ = _to_network_input(display_image, crop=crop, size=size,
+                                     fill=fill)
+    return x, masked
+
+
+def _to_network_input(display_image, *, crop, size, fill=None):
+    """
+    `to_network_input`, plus the fraction of invalid pixels in the core
+    of the network's view (`_core_fraction`).
+    """
     fill = DISPLAY['sky'] if fill is None else fill
     img = _central_crop(_pad_square(display_image), crop)
     bad = ~np.isfinite(img)
-    masked = float(bad.any(axis=-1).mean())
+    bad2d = bad.any(axis=-1)
+    masked = float(bad2d.mean())
+    core = _core_fraction(bad2d)
     if bad.any():
         img = np.where(bad, np.float32(fill), img)
     img = _resample(img.astype(np.float32), size)
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), masked
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), masked, core
 
 
 def check_stretch(stretch):
@@ -314,7 +323,7 @@ def _cutout_mask(mask, shape):
 def _prepare_cutouts(cutouts, *, stretch='auto', crop, size, mask=None):
     """
     `prepare_cutouts`, plus the fraction of invalid pixels in the core
-    of each cutout's network view (`core_masked_fraction`).
+    of each cutout's network view (`_core_fraction`).
     """
     check_stretch(stretch)
     arr = np.asarray(cutouts)
@@ -368,6 +377,6 @@ def _prepare_cutouts(cutouts, *, stretch='auto', crop, size, mask=None):
             except ValueError as exc:
                 msg = f'cutout {i} cannot be display-scaled: {exc}'
                 raise ValueError(msg) from exc
-        x[i], masked[i] = to_network_input(disp, crop=crop, size=size)
-        core[i] = core_masked_fraction(disp, crop=crop)
+        x[i], masked[i], core[i] = _to_network_input(disp, crop=crop,
+                                                     size=size)
     return x, masked, core

@@ -20,9 +20,8 @@ from cnnfind.morphology._prepare import (
     _auto_stretch,
     _prepare_cutouts,
     _stretch_linear,
+    _to_network_input,
     check_stretch,
-    core_masked_fraction,
-    to_network_input,
 )
 from cnnfind.morphology._stamps import (
     cut_stamp,
@@ -41,7 +40,7 @@ _CARD_KEYS = ('classes', 'input_size', 'crop', 'stamp_scale')
 
 
 #: A source whose network view has more than this fraction of its core
-#: (`~cnnfind.morphology._prepare.core_masked_fraction`: the central disc
+#: (`~cnnfind.morphology._prepare._core_fraction`: the central disc
 #: of radius an eighth of the view's side) invalid is warned about. On
 #: 200 Galaxy Zoo test cutouts a NaN disc at the centre covering 8 % of
 #: the core changed no label with a top probability >= 0.9 (8 % of all
@@ -327,9 +326,8 @@ class GalaxyMorphClassifier:
             sides[i] = framed_side(grey, px, py, self._stamp_scale,
                                    segments=segments)
             stamp = cut_stamp(disp, px, py, sides[i])
-            x[i], masked[i] = to_network_input(stamp, crop=self._crop,
-                                               size=self._size)
-            core[i] = core_masked_fraction(stamp, crop=self._crop)
+            x[i], masked[i], core[i] = _to_network_input(
+                stamp, crop=self._crop, size=self._size)
         tbl = self._table(self._predict(x), masked, xy, core=core)
         tbl['stamp_size'] = np.round(sides).astype(int) * u.pix
         return tbl
