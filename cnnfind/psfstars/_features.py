@@ -326,6 +326,19 @@ def _ring_outlier(stamps, valid, sky, amp, noise, k):
     return rmax, sig
 
 
+def _offset_cutouts(data, valid, x, y, half):
+    """
+    `_cutouts` of half-width ``half`` around ``(x, y)``, with the x and
+    y offsets of every cutout pixel from its source's centroid.
+    """
+    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, half)
+    off = np.arange(-half, half + 1)
+    shape = stamps.shape
+    dx = np.broadcast_to(off[None, None, :] - (x - xi)[:, None, None], shape)
+    dy = np.broadcast_to(off[None, :, None] - (y - yi)[:, None, None], shape)
+    return stamps, svalid, dx, dy
+
+
 def _core_fwhm(data, valid, sky, x, y, radius):
     """
     FWHM of a circular Gaussian fitted to the core of each star.
@@ -337,12 +350,8 @@ def _core_fwhm(data, valid, sky, x, y, radius):
     fails.
     """
     half = int(np.ceil(radius)) + 1
-    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, half)
+    stamps, svalid, dx, dy = _offset_cutouts(data, valid, x, y, half)
     n = len(x)
-    off = np.arange(-half, half + 1)
-    shape = stamps.shape
-    dx = np.broadcast_to(off[None, None, :] - (x - xi)[:, None, None], shape)
-    dy = np.broadcast_to(off[None, :, None] - (y - yi)[:, None, None], shape)
     s = stamps - sky
     core = np.where(svalid, s, -np.inf)[:, half - 1:half + 2, half - 1:half + 2]
     peak = core.reshape(n, -1).max(axis=1)
@@ -385,11 +394,7 @@ def _aperture_fwhm(data, valid, sky, x, y, fwhm):
     """
     radius = max(1.5 * fwhm, 2.5)
     half = int(np.ceil(radius)) + 1
-    stamps, svalid, xi, yi = _cutouts(data, valid, x, y, half)
-    off = np.arange(-half, half + 1)
-    shape = stamps.shape
-    dx = np.broadcast_to(off[None, None, :] - (x - xi)[:, None, None], shape)
-    dy = np.broadcast_to(off[None, :, None] - (y - yi)[:, None, None], shape)
+    stamps, svalid, dx, dy = _offset_cutouts(data, valid, x, y, half)
     r2 = dx**2 + dy**2
     use = svalid & (r2 <= radius**2)
     resid = stamps - sky
